@@ -1,0 +1,67 @@
+import { FST_CACHE_CORRUPT_ENTRY } from './errors'
+
+/** A stored HTTP response. Headers are lower-case names; the body is the exact bytes the handler produced. */
+export interface HttpEntry {
+  status: number
+  headers: Record<string, string | string[]>
+  body: Buffer
+  /** Milliseconds since the epoch when the response was generated. */
+  storedAt: number
+  /** Seconds the entry is fresh for. */
+  ttl: number
+  etag: string
+  /** Request header values the response varied on (its Vary header), to be matched on reuse. */
+  vary?: Record<string, string>
+}
+
+interface EntryMeta {
+  s: number
+  h: Record<string, string | string[]>
+  t: number
+  l: number
+  e: string
+  v?: Record<string, string>
+}
+
+// Layout: 'H', version, uint32 BE meta length, meta JSON, body. The body stays raw bytes (no base64, no copy on read).
+const MARKER = 0x48
+const VERSION = 1
+const HEAD_BYTES = 6
+
+export function encodeEntry (entry: HttpEntry): Buffer {
+  const meta: EntryMeta = { s: entry.status, h: entry.headers, t: entry.storedAt, l: entry.ttl, e: entry.etag }
+  if (entry.vary !== undefined) meta.v = entry.vary
+  const metaBytes = Buffer.from(JSON.stringify(meta))
+  const bytes = Buffer.allocUnsafe(HEAD_BYTES + metaBytes.length + entry.body.length)
+  bytes[0] = MARKER
+  bytes[1] = VERSION
+  bytes.writeUInt32BE(metaBytes.length, 2)
+  metaBytes.copy(bytes, HEAD_BYTES)
+  entry.body.copy(bytes, HEAD_BYTES + metaBytes.length)
+  return bytes
+}
+
+export function isEntryBytes (bytes: Buffer): boolean {
+  return bytes.length >= HEAD_BYTES && bytes[0] === MARKER
+}
+
+/** Decodes an entry; throws FST_CACHE_CORRUPT_ENTRY for anything that is not one, so callers can replace it. */
+export function decodeEntry (bytes: Buffer): HttpEntry {
+  if (!isEntryBytes(bytes)) throw new FST_CACHE_CORRUPT_ENTRY('not an HTTP entry')
+  if (bytes[1] !== VERSION) throw new FST_CACHE_CORRUPT_ENTRY(`unknown entry version ${bytes[1]}`)
+  const metaEnd = HEAD_BYTES + bytes.readUInt32BE(2)
+  if (metaEnd > bytes.length) throw new FST_CACHE_CORRUPT_ENTRY('truncated entry')
+  let meta: EntryMeta
+  try {
+    meta = JSON.parse(bytes.toString('utf8', HEAD_BYTES, metaEnd))
+  } catch {
+    throw new FST_CACHE_CORRUPT_ENTRY('unreadable entry metadata')
+  }
+  if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.s) || typeof meta.h !== 'object' ||
+    meta.h === null || typeof meta.t !== 'number' || typeof meta.l !== 'number' || typeof meta.e !== 'string') {
+    throw new FST_CACHE_CORRUPT_ENTRY('entry metadata has the wrong shape')
+  }
+  const entry: HttpEntry = { status: meta.s, headers: meta.h, body: bytes.subarray(metaEnd), storedAt: meta.t, ttl: meta.l, etag: meta.e }
+  if (meta.v !== undefined) entry.vary = meta.v
+  return entry
+}

@@ -1,0 +1,194 @@
+import type {
+  FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
+} from 'fastify'
+import { type HttpEntry, decodeEntry, encodeEntry } from '../entry'
+import type { GuardedStore } from '../guarded-store'
+import type { CacheStats } from '../stats'
+import { etagFor, ifNoneMatchMatches } from './conditional'
+import { type Headers, UNSTORED_HEADERS, ageSeconds, defaultCacheControl, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
+import { type CompiledRoute, mayBypass, wantsBypass } from './route'
+
+export const kCacheState = Symbol('fastify-response-cache.state')
+
+type CacheOutcome = 'HIT' | 'MISS' | 'BYPASS'
+
+export interface RequestCacheState {
+  route: CompiledRoute
+  id: string
+  outcome: CacheOutcome
+  /** The response to store once it has been sent. */
+  capture?: HttpEntry
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    [kCacheState]: RequestCacheState | null
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
+
+type Hook = (request: FastifyRequest, reply: FastifyReply, ...rest: never[]) => unknown
+function hookList (existing: Hook | Hook[] | undefined): Hook[] {
+  return existing === undefined ? [] : Array.isArray(existing) ? [...existing] : [existing]
+}
+
+/** The request path: the lookup, replying from an entry, capturing a miss, and storing it after it was sent. */
+export class ResponseCache {
+  constructor (private readonly guarded: GuardedStore, private readonly stats: CacheStats) {}
+
+  /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
+  attach (routeOptions: RouteOptions, route: CompiledRoute): void {
+    if (route.lookup === 'onRequest') {
+      routeOptions.onRequest = [...hookList(routeOptions.onRequest as Hook | Hook[]), this.onRequestLookup(route)] as RouteOptions['onRequest']
+    } else {
+      routeOptions.handler = this.wrapHandler(routeOptions.handler, route)
+    }
+    // First onSend, so the response is captured before another hook (compression, say) encodes it.
+    routeOptions.onSend = [this.onSend, ...hookList(routeOptions.onSend as Hook | Hook[])] as RouteOptions['onSend']
+    routeOptions.onResponse = [...hookList(routeOptions.onResponse as Hook | Hook[]), this.onResponse] as RouteOptions['onResponse']
+  }
+
+  /**
+   * The default lookup runs inside the handler, after every onRequest, preValidation and preHandler hook, including
+   * hooks that plugins registered later add to the route: a response is never served to a request they would refuse.
+   */
+  private wrapHandler (handler: RouteHandlerMethod, route: CompiledRoute): RouteHandlerMethod {
+    const cache = this
+    return function cachedHandler (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+      return cache.lookup(request, reply, route).then((served) => {
+        if (served) return reply
+        const result: unknown = handler.call(this, request, reply)
+        // A callback-style handler returns nothing and sends later; returning the reply makes Fastify wait for it.
+        return result === undefined ? reply : result
+      })
+    }
+  }
+
+  private onRequestLookup (route: CompiledRoute) {
+    return (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+      this.lookup(request, reply, route).then((served) => { if (!served) done() }, done)
+    }
+  }
+
+  /** Resolves true when the request was answered from the cache. Never rejects for a store failure. */
+  private async lookup (request: FastifyRequest, reply: FastifyReply, route: CompiledRoute): Promise<boolean> {
+    if (request.method !== 'GET' && request.method !== 'HEAD') return false
+    let id: string
+    try {
+      id = route.keyOf(request)
+    } catch (error) {
+      this.guarded.failed('key', error, route.counters)
+      return false
+    }
+    const state: RequestCacheState = { route, id, outcome: 'MISS' }
+    request[kCacheState] = state
+    if (wantsBypass(request) && mayBypass(route, request)) {
+      state.outcome = 'BYPASS'
+      this.stats.count('bypass', route.counters)
+      return false
+    }
+    const bytes = await this.guarded.read('get', (store) => store.get(id), null, route.counters)
+    const entry = bytes === null ? undefined : this.decode(bytes, route)
+    if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
+      state.outcome = 'HIT'
+      this.stats.count('hits', route.counters)
+      this.serve(request, reply, entry, route)
+      return true
+    }
+    this.stats.count('misses', route.counters)
+    return false
+  }
+
+  private decode (bytes: Buffer, route: CompiledRoute): HttpEntry | undefined {
+    try {
+      return decodeEntry(bytes)
+    } catch (error) {
+      // Treated as a miss; the response of this request replaces it.
+      this.guarded.failed('decode', error, route.counters)
+      return undefined
+    }
+  }
+
+  private serve (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute): void {
+    reply.code(entry.status)
+    reply.headers(entry.headers)
+    reply.header('etag', entry.etag)
+    if (entry.headers['cache-control'] === undefined && route.cacheControl !== false) {
+      reply.header('cache-control', route.cacheControl ?? defaultCacheControl(request.headers, route.ttl))
+    }
+    reply.header('age', ageSeconds(entry.storedAt, Date.now()))
+    reply.header('x-cache', 'HIT')
+    if (ifNoneMatchMatches(request.headers['if-none-match'], entry.etag)) {
+      reply.removeHeader('content-type')
+      reply.code(304).send()
+      return
+    }
+    reply.send(entry.body)
+  }
+
+  private readonly onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void => {
+    const state = request[kCacheState]
+    if (state === null || state.outcome === 'HIT') return done(null, payload)
+    const route = state.route
+    reply.header('x-cache', state.outcome)
+    if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
+    const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
+    const headers = reply.getHeaders() as Headers
+    const reason = unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
+    if (reason !== undefined || body === undefined) {
+      if (reason !== 'method') this.stats.skip(reason ?? 'stream', route.counters)
+      return done(null, payload)
+    }
+    const etag = headers.etag !== undefined ? String(headers.etag) : etagFor(body)
+    const capture: HttpEntry = { status: reply.statusCode, headers: storedHeaders(headers), body, storedAt: Date.now(), ttl: route.ttl, etag }
+    const varied = varyNames(headers.vary)
+    if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
+    state.capture = capture
+    reply.header('etag', etag)
+    if (headers['cache-control'] === undefined && route.cacheControl !== false) {
+      reply.header('cache-control', route.cacheControl ?? defaultCacheControl(request.headers, route.ttl))
+    }
+    if (ifNoneMatchMatches(request.headers['if-none-match'], etag)) {
+      reply.removeHeader('content-type')
+      reply.code(304)
+      return done(null, EMPTY)
+    }
+    done(null, payload)
+  }
+
+  /** Runs after the response has gone out, so storing never delays it; a failed write is logged and counted only. */
+  private readonly onResponse = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const state = request[kCacheState]
+    const entry = state?.capture
+    done()
+    if (state == null || entry === undefined) return
+    const route = state.route
+    let tags: string[] | undefined
+    try {
+      tags = route.tagsOf(request)
+    } catch (error) {
+      this.guarded.failed('tags', error, route.counters)
+      return
+    }
+    const bytes = encodeEntry(entry)
+    this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs: route.ttl * 1000, tags }), route.counters)
+      .then(() => this.stats.count('stored', route.counters), () => {})
+  }
+}
+
+function storedHeaders (headers: Headers): Record<string, string | string[]> {
+  const kept: Record<string, string | string[]> = {}
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || name === 'etag' || UNSTORED_HEADERS.has(name)) continue
+    kept[name] = typeof value === 'number' ? String(value) : value
+  }
+  return kept
+}
+
+function mergeVary (current: Headers[string], names: readonly string[]): string {
+  const present = varyNames(current)
+  const missing = names.filter((name) => !present.includes(name))
+  return [...(current === undefined ? [] : [String(current)]), ...missing].join(', ')
+}

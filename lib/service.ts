@@ -1,0 +1,152 @@
+import { decodeEntry, isEntryBytes } from './entry'
+import type { GuardedStore } from './guarded-store'
+import { type CacheKey, idPattern, keyId, tagId } from './keys'
+import { decodeValue, encodeValue } from './serializer'
+import type { CacheStats, CacheStatsSnapshot } from './stats'
+import { FST_CACHE_INVALID_OPTION } from './errors'
+
+export interface SetOptions {
+  /** Seconds; the plugin's `ttl` when omitted. */
+  ttl?: number
+  tags?: string[]
+}
+
+/** The `app.cacheService` decorator. Keys are strings (":" separates parts) or arrays of parts. */
+export interface CacheService {
+  /** The value, or undefined on a miss. A store failure is a miss. An HTTP entry reads as its body (JSON parsed). */
+  get<T = unknown> (key: CacheKey): Promise<T | undefined>
+  set (key: CacheKey, value: unknown, options?: SetOptions): Promise<void>
+  /** Resolves true when the key existed. */
+  delete (key: CacheKey): Promise<boolean>
+  exists (key: CacheKey): Promise<boolean>
+  /** Sets a new TTL in seconds; false when the key does not exist. */
+  expire (key: CacheKey, seconds: number): Promise<boolean>
+  /** Seconds left; -2 when missing (or the store failed), -1 when it never expires. */
+  ttl (key: CacheKey): Promise<number>
+  /** The cached value, or compute() once (concurrent callers in this process share one call), store it and return it. */
+  getOrCompute<T> (key: CacheKey, compute: () => T | Promise<T>, options?: SetOptions): Promise<T>
+  /** Deletes one key (a string) or several (an array of keys); resolves to how many existed. */
+  invalidate (keys: string | CacheKey[]): Promise<number>
+  /** Deletes every entry carrying any of the tags; resolves to how many. */
+  invalidateTags (tags: string | string[]): Promise<number>
+  /** Deletes the entries whose key matches, e.g. `exec:dashboard:ws42:*` (`*` and `?` are wildcards); the count. */
+  invalidatePattern (pattern: string): Promise<number>
+  stats (): Promise<CacheStatsSnapshot>
+}
+
+export class StoreCacheService implements CacheService {
+  private readonly inFlight = new Map<string, Promise<unknown>>()
+
+  constructor (
+    private readonly guarded: GuardedStore,
+    private readonly stats_: CacheStats,
+    private readonly defaultTtl: number
+  ) {}
+
+  async get<T = unknown> (key: CacheKey): Promise<T | undefined> {
+    return await this.read<T>(keyId(key))
+  }
+
+  async set (key: CacheKey, value: unknown, options: SetOptions = {}): Promise<void> {
+    await this.write(keyId(key), encodeValue(value), options)
+  }
+
+  async delete (key: CacheKey): Promise<boolean> {
+    const id = keyId(key)
+    return await this.guarded.write('delete', (store) => store.delete([id])) > 0
+  }
+
+  async exists (key: CacheKey): Promise<boolean> {
+    const id = keyId(key)
+    return await this.guarded.read('exists', (store) => store.exists(id), false)
+  }
+
+  async expire (key: CacheKey, seconds: number): Promise<boolean> {
+    const id = keyId(key)
+    assertSeconds(seconds, 'seconds')
+    return await this.guarded.write('expire', (store) => store.expire(id, seconds))
+  }
+
+  async ttl (key: CacheKey): Promise<number> {
+    const id = keyId(key)
+    return await this.guarded.read('ttl', (store) => store.ttl(id), -2)
+  }
+
+  async getOrCompute<T> (key: CacheKey, compute: () => T | Promise<T>, options: SetOptions = {}): Promise<T> {
+    const id = keyId(key)
+    const pending = this.inFlight.get(id)
+    if (pending !== undefined) return await (pending as Promise<T>)
+    const flight = this.computeOnce(id, compute, options)
+    this.inFlight.set(id, flight)
+    try {
+      return await flight
+    } finally {
+      this.inFlight.delete(id)
+    }
+  }
+
+  async invalidate (keys: string | CacheKey[]): Promise<number> {
+    const ids = typeof keys === 'string' ? [keyId(keys)] : keys.map(keyId)
+    return await this.guarded.write('invalidate', (store) => store.delete(ids))
+  }
+
+  async invalidateTags (tags: string | string[]): Promise<number> {
+    const ids = (typeof tags === 'string' ? [tags] : tags).map(tagId)
+    return await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids))
+  }
+
+  async invalidatePattern (pattern: string): Promise<number> {
+    const glob = idPattern(pattern)
+    return await this.guarded.write('invalidatePattern', (store) => store.deletePattern(glob))
+  }
+
+  async stats (): Promise<CacheStatsSnapshot> {
+    const store = this.guarded.store
+    const figures = await this.guarded.read('info', (s) => s.info(), {})
+    return this.stats_.snapshot({ ...figures, kind: store.kind })
+  }
+
+  private async computeOnce<T> (id: string, compute: () => T | Promise<T>, options: SetOptions): Promise<T> {
+    const cached = await this.read<T>(id)
+    if (cached !== undefined) {
+      this.stats_.count('hits')
+      return cached
+    }
+    this.stats_.count('misses')
+    const value = await compute()
+    // The value is good whatever happens to the write: a store failure is logged and counted, not thrown.
+    if (value !== undefined) await this.write(id, encodeValue(value), options).catch(() => {})
+    return value
+  }
+
+  private async read<T> (id: string): Promise<T | undefined> {
+    const bytes = await this.guarded.read('get', (store) => store.get(id), null)
+    if (bytes === null) return undefined
+    try {
+      return (isEntryBytes(bytes) ? bodyValue(bytes) : decodeValue(bytes)) as T
+    } catch (error) {
+      this.guarded.failed('decode', error)
+      return undefined
+    }
+  }
+
+  private async write (id: string, bytes: Buffer, options: SetOptions): Promise<void> {
+    const ttl = options.ttl ?? this.defaultTtl
+    assertSeconds(ttl, 'ttl')
+    const tags = options.tags?.map(tagId)
+    await this.guarded.write('set', (store) => store.set(id, bytes, { ttlMs: ttl * 1000, tags }))
+  }
+}
+
+/** An HTTP entry read through the service: its body, JSON-parsed when it is JSON. */
+function bodyValue (bytes: Buffer): unknown {
+  const entry = decodeEntry(bytes)
+  const text = entry.body.toString('utf8')
+  return /json/i.test(String(entry.headers['content-type'] ?? '')) ? JSON.parse(text) : text
+}
+
+function assertSeconds (seconds: number, name: string): void {
+  if (!Number.isInteger(seconds) || seconds < 1) {
+    throw new FST_CACHE_INVALID_OPTION(`option "${name}" must be a positive integer number of seconds, got ${String(seconds)}`)
+  }
+}

@@ -1,0 +1,64 @@
+/** Outcomes the plugin counts, overall and per route. Counters live in memory: no Redis write per request. */
+export interface CacheCounters {
+  hits: number
+  misses: number
+  stale: number
+  bypass: number
+  errors: number
+  /** Responses written to the store. */
+  stored: number
+  /** Responses that were not storable (status, Set-Cookie, no-store, too large...). */
+  skipped: number
+}
+
+export type CounterName = keyof CacheCounters
+
+export interface CounterSnapshot extends CacheCounters {
+  /** hits / (hits + misses + stale), 0 when there were none. */
+  hitRate: number
+}
+
+export interface CacheStatsSnapshot extends CounterSnapshot {
+  routes: Record<string, CounterSnapshot>
+  /** Why responses were not stored, by reason. */
+  skippedBy: Record<string, number>
+  store: { kind: string } & Record<string, string | number>
+}
+
+function emptyCounters (): CacheCounters {
+  return { hits: 0, misses: 0, stale: 0, bypass: 0, errors: 0, stored: 0, skipped: 0 }
+}
+
+function withRate (counters: CacheCounters): CounterSnapshot {
+  const lookups = counters.hits + counters.misses + counters.stale
+  return { ...counters, hitRate: lookups === 0 ? 0 : counters.hits / lookups }
+}
+
+export class CacheStats {
+  private readonly overall = emptyCounters()
+  private readonly byRoute = new Map<string, CacheCounters>()
+  private readonly skippedBy = new Map<string, number>()
+
+  /** Counters of one route, created once when the route is compiled so that the hot path only increments. */
+  route (name: string): CacheCounters {
+    let counters = this.byRoute.get(name)
+    if (counters === undefined) this.byRoute.set(name, counters = emptyCounters())
+    return counters
+  }
+
+  count (name: CounterName, route?: CacheCounters): void {
+    this.overall[name]++
+    if (route !== undefined) route[name]++
+  }
+
+  skip (reason: string, route: CacheCounters): void {
+    this.count('skipped', route)
+    this.skippedBy.set(reason, (this.skippedBy.get(reason) ?? 0) + 1)
+  }
+
+  snapshot (store: CacheStatsSnapshot['store']): CacheStatsSnapshot {
+    const routes: Record<string, CounterSnapshot> = {}
+    for (const [name, counters] of this.byRoute) routes[name] = withRate(counters)
+    return { ...withRate(this.overall), routes, skippedBy: Object.fromEntries(this.skippedBy), store }
+  }
+}

@@ -1,0 +1,86 @@
+import type { FastifyInstance } from 'fastify'
+import { Redis, type RedisOptions } from 'ioredis'
+import type { PluginSettings } from '../http/route'
+import { type CachePluginOptions, DEFAULTS } from '../options'
+import { MemoryStore } from './memory'
+import { RedisStore } from './redis'
+import type { CacheStore } from './store'
+
+export interface OpenedStore {
+  store: CacheStore
+  /** Closes the store and any client the plugin created; a client the user handed in stays open. */
+  close: () => Promise<void>
+}
+
+function isClient (value: unknown): value is Redis {
+  return value instanceof Redis || (typeof value === 'object' && value !== null &&
+    typeof (value as Redis).getBuffer === 'function' && typeof (value as Redis).quit === 'function')
+}
+
+/**
+ * The options of a client the plugin creates: nothing may wait on a dead Redis. Commands fail at once while it is
+ * disconnected (no offline queue), each is retried at most once, and reconnection backs off but never stops.
+ */
+function clientOptions (settings: PluginSettings): RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: Math.max(settings.connectTimeoutMs, 1000),
+    retryStrategy: (attempt) => Math.min(attempt * 100, 2000)
+  }
+}
+
+export async function openStore (app: FastifyInstance, options: CachePluginOptions, settings: PluginSettings): Promise<OpenedStore> {
+  let client: Redis | undefined
+  let owned = false
+  if (isClient(options.redis)) {
+    client = options.redis
+  } else if (typeof options.redis === 'string') {
+    client = new Redis(options.redis, clientOptions(settings))
+    owned = true
+  } else if (options.redis !== undefined) {
+    client = new Redis({ ...clientOptions(settings), ...options.redis })
+    owned = true
+  } else if (app.hasDecorator('redis')) {
+    client = (app as unknown as { redis: Redis }).redis
+  }
+
+  if (client === undefined) {
+    const store = new MemoryStore({ ...DEFAULTS.memory, ...options.memory })
+    return { store, close: () => store.close() }
+  }
+
+  const redis = client
+  if (owned) {
+    let lastLogged = 0
+    redis.on('error', (error: Error) => {
+      if (Date.now() - lastLogged < 10_000) return
+      lastLogged = Date.now()
+      app.log.warn({ err: error }, 'cache redis connection error; requests are served uncached until it recovers')
+    })
+  }
+  await waitUntilReady(app, redis, settings.connectTimeoutMs)
+  const store = new RedisStore(redis, settings.prefix)
+  return {
+    store,
+    close: async () => {
+      await store.close()
+      if (owned) await redis.quit().catch(() => redis.disconnect())
+    }
+  }
+}
+
+/** Waits a bounded time for Redis, so that the first requests are cached; a Redis that is late never blocks start-up. */
+async function waitUntilReady (app: FastifyInstance, redis: Redis, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return
+  if (redis.status === 'wait') redis.connect().catch(() => {})
+  let timer: NodeJS.Timeout | undefined
+  let onReady: (() => void) | undefined
+  const ready = await Promise.race([
+    new Promise<boolean>((resolve) => { onReady = () => resolve(true); redis.once('ready', onReady) }),
+    new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs) })
+  ])
+  clearTimeout(timer)
+  if (onReady !== undefined) redis.off('ready', onReady)
+  if (!ready) app.log.warn({ timeoutMs }, 'cache redis did not answer in time; starting uncached until it connects')
+}
