@@ -20,6 +20,7 @@ const TAGGED_MARKER = 0x53 // 'S'
 const TAG = '\u0000'
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+type Payload = { string: string, number: number, array: unknown[] }
 type ViewCtor = (new (buffer: ArrayBuffer) => ArrayBufferView) & { readonly BYTES_PER_ELEMENT?: number }
 
 // Fixed whitelist: a stored class name can only ever select one of these constructors.
@@ -32,6 +33,7 @@ const VIEW_BY_PROTO = new Map<object, ViewCtor>(VIEW_CTORS.map((ctor) => [ctor.p
 // Typed array bytes are stored little-endian so a cache shared by mixed hosts reads them back correctly.
 const BIG_ENDIAN = endianness() === 'BE'
 const SPECIAL_NUMBERS = new Set(['NaN', 'Infinity', '-Infinity', '-0'])
+const BIGINT = /^-?\d+$/ // BigInt() alone would also take '', ' 7 ' and '0x7'
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/
 
@@ -46,9 +48,8 @@ export function encodeValue (value: unknown): Buffer {
 
 export function decodeValue (bytes: Buffer): unknown {
   if (!Buffer.isBuffer(bytes)) throw new FST_CACHE_CORRUPT_VALUE('expected a Buffer')
-  if (!isValueBytes(bytes)) {
-    throw new FST_CACHE_CORRUPT_VALUE(bytes.length === 0 ? 'empty' : `unknown format marker 0x${bytes[0].toString(16)}`)
-  }
+  if (bytes.length === 0) throw new FST_CACHE_CORRUPT_VALUE('empty')
+  if (!isValueBytes(bytes)) throw new FST_CACHE_CORRUPT_VALUE(`unknown format marker 0x${bytes[0].toString(16)}`)
   // toString() would silently turn bad bytes into U+FFFD; refuse them instead.
   if (!isUtf8(bytes)) throw new FST_CACHE_CORRUPT_VALUE('invalid UTF-8')
   try {
@@ -62,7 +63,6 @@ export function decodeValue (bytes: Buffer): unknown {
 }
 
 // ---- the exactness walk: true only if JSON.stringify + JSON.parse give the same value back ----
-
 function isJsonExact (value: unknown, ancestors: Set<object>): boolean {
   switch (typeof value) {
     case 'string': case 'boolean': return true
@@ -74,15 +74,11 @@ function isJsonExact (value: unknown, ancestors: Set<object>): boolean {
   if (ancestors.has(value)) return false // a cycle: the structured encoder reports it with its path
   ancestors.add(value)
   const proto: unknown = Object.getPrototypeOf(value)
-  let exact: boolean
-  if (proto === Array.prototype && Array.isArray(value)) {
-    exact = arrayIsExact(value, ancestors)
-  } else if (proto === Object.prototype || proto === null) {
-    // A toJSON method or a symbol key would be silently used/dropped by JSON; both make this non-exact.
-    exact = !hasEnumerableSymbolKey(value) && objectIsExact(value as Record<string, unknown>, ancestors)
-  } else {
-    exact = false // Date, Map, Buffer, class instances...: their JSON form does not parse back to them
-  }
+  // Anything else (Date, Map, Buffer, class instances) has a JSON form that does not parse back to it.
+  // In plain objects a toJSON method is a function (non-exact), and JSON would drop symbol keys.
+  const exact = proto === Array.prototype && Array.isArray(value)
+    ? arrayIsExact(value, ancestors)
+    : (proto === Object.prototype || proto === null) && !hasEnumerableSymbolKey(value) && objectIsExact(value as Record<string, unknown>, ancestors)
   ancestors.delete(value)
   return exact
 }
@@ -99,7 +95,6 @@ function objectIsExact (obj: Record<string, unknown>, ancestors: Set<object>): b
 }
 
 // ---- structured encoding: value -> JSON-safe tagged tree ----
-
 function encodeNode (value: unknown, path: string, ancestors: Set<object>): Json {
   switch (typeof value) {
     case 'string': case 'boolean': return value
@@ -131,7 +126,7 @@ function encodeByClass (value: object, path: string, ancestors: Set<object>): Js
   switch (proto) {
     case null: case Object.prototype: return encodePlain(value as Record<string, unknown>, path, ancestors)
     case Array.prototype: if (Array.isArray(value)) return encodeArray(value, path, ancestors); break
-    case Date.prototype: return { [TAG]: 'd', v: dateTime(value as Date) }
+    case Date.prototype: return { [TAG]: 'd', v: (value as Date).getTime() } // an invalid date's NaN is written as null
     case RegExp.prototype: return { [TAG]: 'r', v: (value as RegExp).source, f: (value as RegExp).flags }
     case Buffer.prototype: return { [TAG]: 'B', v: (value as Buffer).toString('base64') }
     case ArrayBuffer.prototype: return { [TAG]: 'a', v: Buffer.from(value as ArrayBuffer).toString('base64') }
@@ -176,7 +171,6 @@ function viewBytes (view: ArrayBufferView, ctor: ViewCtor): Buffer {
 }
 
 // ---- structured decoding: tagged tree -> value ----
-
 function decodeNode (node: unknown): unknown {
   if (typeof node !== 'object' || node === null) return node
   if (Array.isArray(node)) return node.map((item) => decodeNode(item))
@@ -193,14 +187,14 @@ function decodeTagged (node: Record<string, unknown>): unknown {
   switch (tag) {
     case 'u': return undefined
     case 'n': return decodeSpecialNumber(v)
-    case 'b': return BigInt(expectString(v, tag, /^-?\d+$/))
-    case 'd': return new Date(v === null ? NaN : expectNumber(v, tag))
-    case 'r': return new RegExp(expectString(v, tag), expectString(node.f, tag))
-    case 'm': return new Map(expectArray(v, tag).map((pair) => decodePair(pair, tag)))
-    case 's': return new Set(expectArray(v, tag).map((item) => decodeNode(item)))
-    case 'o': return decodeEntries(expectArray(v, tag))
+    case 'b': return BigInt(expect(v, 'string', tag, BIGINT))
+    case 'd': return new Date(v === null ? NaN : expect(v, 'number', tag))
+    case 'r': return new RegExp(expect(v, 'string', tag), expect(node.f, 'string', tag))
+    case 'm': return new Map(expect(v, 'array', tag).map((pair) => decodePair(pair, tag)))
+    case 's': return new Set(expect(v, 'array', tag).map((item) => decodeNode(item)))
+    case 'o': return decodeEntries(expect(v, 'array', tag))
     case 'B': return decodeBase64(v, tag)
-    case 'a': return toArrayBuffer(decodeBase64(v, tag))
+    case 'a': return new Uint8Array(decodeBase64(v, tag)).buffer // a copy: base64 Buffers may sit in a shared pool
     case 't': return decodeView(node.c, v)
     default: throw new FST_CACHE_CORRUPT_VALUE(`unknown tag ${JSON.stringify(tag)}`)
   }
@@ -213,56 +207,43 @@ function decodeSpecialNumber (v: unknown): number {
 }
 
 function decodePair (pair: unknown, tag: string): [unknown, unknown] {
-  const items = expectArray(pair, tag)
+  const items = expect(pair, 'array', tag)
   if (items.length !== 2) throw new FST_CACHE_CORRUPT_VALUE(`tag "${tag}" needs [key, value] pairs`)
   return [decodeNode(items[0]), decodeNode(items[1])]
 }
 
 function decodeEntries (entries: unknown[]): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  for (const entry of entries) {
-    const [key, val] = decodePair(entry, 'o')
-    setOwn(out, expectString(key, 'o'), val)
-  }
+  for (const [key, val] of entries.map((entry) => decodePair(entry, 'o'))) setOwn(out, expect(key, 'string', 'o'), val)
   return out
 }
 
 function decodeView (className: unknown, v: unknown): ArrayBufferView {
-  const ctor = typeof className === 'string' ? VIEW_BY_NAME.get(className) : undefined
-  if (ctor === undefined) throw new FST_CACHE_CORRUPT_VALUE(`unknown view class ${JSON.stringify(className)}`)
+  const Ctor = typeof className === 'string' ? VIEW_BY_NAME.get(className) : undefined
+  if (Ctor === undefined) throw new FST_CACHE_CORRUPT_VALUE(`unknown view class ${JSON.stringify(className)}`)
   const bytes = decodeBase64(v, 't')
-  if (bytes.length % (ctor.BYTES_PER_ELEMENT ?? 1) !== 0) throw new FST_CACHE_CORRUPT_VALUE(`bad ${ctor.name} length`)
-  const buffer = toArrayBuffer(bytes) // a fresh, aligned copy the view owns alone
+  if (bytes.length % (Ctor.BYTES_PER_ELEMENT ?? 1) !== 0) throw new FST_CACHE_CORRUPT_VALUE(`bad ${Ctor.name} length`)
+  const buffer = new Uint8Array(bytes).buffer // a fresh, aligned copy the view owns alone
   /* c8 ignore next */ // big-endian hosts only; swaps in place, and swapping twice restores the order
-  if (BIG_ENDIAN) swapBytes(Buffer.from(buffer), ctor)
-  return new ctor(buffer)
+  if (BIG_ENDIAN) swapBytes(Buffer.from(buffer), Ctor)
+  return new Ctor(buffer)
 }
 
 function decodeBase64 (v: unknown, tag: string): Buffer {
   // Buffer.from(_, 'base64') skips junk characters silently; reject them so corruption is noticed.
-  const text = expectString(v, tag)
+  const text = expect(v, 'string', tag)
   if (text.length % 4 !== 0 || !BASE64.test(text)) throw new FST_CACHE_CORRUPT_VALUE(`tag "${tag}" has bad base64`)
   return Buffer.from(text, 'base64')
 }
 
-// Payload checks: a wrong type would otherwise be coerced (new Date('x'), new Set('abc')) into garbage.
-function expectString (v: unknown, tag: string, shape?: RegExp): string {
-  if (typeof v === 'string' && (shape === undefined || shape.test(v))) return v
-  throw new FST_CACHE_CORRUPT_VALUE(`bad payload for tag "${tag}"`)
-}
-
-function expectNumber (v: unknown, tag: string): number {
-  if (typeof v === 'number') return v
-  throw new FST_CACHE_CORRUPT_VALUE(`bad payload for tag "${tag}"`)
-}
-
-function expectArray (v: unknown, tag: string): unknown[] {
-  if (Array.isArray(v)) return v
+/** Checks a payload's type: a wrong one would otherwise be coerced (new Date('x'), new Set('abc')) into garbage. */
+function expect<K extends keyof Payload> (v: unknown, kind: K, tag: string, shape?: RegExp): Payload[K] {
+  const ok = kind === 'array' ? Array.isArray(v) : kind === 'number' ? typeof v === 'number' : typeof v === 'string' && (shape?.test(v) ?? true)
+  if (ok) return v as Payload[K]
   throw new FST_CACHE_CORRUPT_VALUE(`bad payload for tag "${tag}"`)
 }
 
 // ---- shared helpers ----
-
 /** `obj[key] = value` would set the prototype when key is "__proto__"; define an own property instead. */
 function setOwn<T> (obj: Record<string, T>, key: string, value: T): void {
   if (key === '__proto__') Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true })
@@ -271,17 +252,6 @@ function setOwn<T> (obj: Record<string, T>, key: string, value: T): void {
 
 function hasEnumerableSymbolKey (obj: object): boolean {
   return Object.getOwnPropertySymbols(obj).some((symbol) => Object.prototype.propertyIsEnumerable.call(obj, symbol))
-}
-
-function dateTime (date: Date): number | null {
-  const time = date.getTime()
-  return Number.isNaN(time) ? null : time // invalid dates keep their identity as null
-}
-
-function toArrayBuffer (bytes: Buffer): ArrayBuffer {
-  const buffer = new ArrayBuffer(bytes.length)
-  new Uint8Array(buffer).set(bytes)
-  return buffer
 }
 
 /* c8 ignore start */ // only reachable on big-endian hosts, which CI does not have

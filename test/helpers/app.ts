@@ -1,0 +1,37 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import cache, { type CachePluginOptions } from '../../lib/index'
+import { createClient, deleteByPrefix, redisUrl, uniquePrefix, type Teardownable } from './redis'
+
+export type StoreKind = 'memory' | 'redis'
+export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis']
+
+/**
+ * A Fastify app with the plugin registered on the given store, its own key prefix, and a teardown that closes the
+ * app and deletes the prefix. Routes are declared by the caller, after this resolves.
+ */
+export async function cachedApp (
+  t: Teardownable, kind: StoreKind, options: CachePluginOptions = {}, server: FastifyServerOptions = {}
+): Promise<FastifyInstance> {
+  const app = Fastify(server)
+  const prefix = options.prefix ?? uniquePrefix('app')
+  if (kind === 'redis') {
+    const cleaner = await createClient(t)
+    t.teardown(() => deleteByPrefix(cleaner, prefix))
+    await app.register(cache, { redis: await redisUrl(), ...options, prefix })
+  } else {
+    await app.register(cache, { ...options, prefix })
+  }
+  t.teardown(() => app.close())
+  return app
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Misses are stored after the response has gone out: waits until the app has stored `count` responses in all. */
+export async function untilStored (app: FastifyInstance, count = 1, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while ((await app.cacheService.stats()).stored < count) {
+    if (Date.now() > deadline) throw new Error(`expected ${count} stored responses within ${timeoutMs} ms`)
+    await sleep(5)
+  }
+}
