@@ -19,3 +19,11 @@ export const FST_CACHE_STORE_TIMEOUT = createError<'FST_CACHE_STORE_TIMEOUT', 50
 /** Stored bytes that are not a valid entry; a reader treats it as a miss and the entry is replaced. */
 export const FST_CACHE_CORRUPT_ENTRY = createError<'FST_CACHE_CORRUPT_ENTRY', 500, [string]>(
   'FST_CACHE_CORRUPT_ENTRY', 'cache entry cannot be decoded: %s', 500)
+
+/** A value holds something a cache cannot store faithfully (function, symbol, cycle, foreign class). */
+export const FST_CACHE_UNSERIALIZABLE = createError<'FST_CACHE_UNSERIALIZABLE', 500, [string]>(
+  'FST_CACHE_UNSERIALIZABLE', 'cache value cannot be serialized: %s', 500)
+
+/** Bytes that encodeValue did not write (wrong marker, bad UTF-8 or JSON, unknown tag, bad payload). */
+export const FST_CACHE_CORRUPT_VALUE = createError<'FST_CACHE_CORRUPT_VALUE', 500, [string, { cause: unknown }?]>(
+  'FST_CACHE_CORRUPT_VALUE', 'cache value cannot be decoded: %s', 500)

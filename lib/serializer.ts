@@ -1,12 +1,6 @@
-import createError from '@fastify/error'
 import { isUtf8 } from 'node:buffer'
 import { endianness } from 'node:os'
-
-// Kept here until lib/errors.ts takes them over; nothing else in this file depends on where they live.
-/** The value holds something a cache cannot store faithfully (function, symbol, cycle, foreign class). */
-export const FST_CACHE_UNSERIALIZABLE = createError('FST_CACHE_UNSERIALIZABLE', 'cache value cannot be serialized: %s', 500)
-/** The bytes were not written by encodeValue (wrong marker, bad UTF-8 or JSON, unknown tag, bad payload). */
-export const FST_CACHE_CORRUPT_VALUE = createError('FST_CACHE_CORRUPT_VALUE', 'cache value cannot be decoded: %s', 500)
+import { FST_CACHE_CORRUPT_VALUE, FST_CACHE_UNSERIALIZABLE } from './errors'
 
 /*
  * Wire format: one marker byte, then UTF-8 JSON text.

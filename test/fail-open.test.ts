@@ -3,7 +3,7 @@ import { Redis } from 'ioredis'
 import t from 'tap'
 import cache from '../lib/index'
 import { cachedApp, sleep, untilStored } from './helpers/app'
-import { RedisProcess, createClient, uniquePrefix } from './helpers/redis'
+import { RedisProcess, type Teardownable, createClient, uniquePrefix } from './helpers/redis'
 
 /** Collects the plugin's warnings, to count log lines in a storm. */
 function captureWarnings (): { lines: string[], stream: { write: (line: string) => void } } {
@@ -11,7 +11,7 @@ function captureWarnings (): { lines: string[], stream: { write: (line: string) 
   return { lines, stream: { write: (line: string) => { if (JSON.parse(line).level >= 40) lines.push(line) } } }
 }
 
-async function appOn (t: Tap.Test, redis: string | Redis, options: { storeTimeoutMs?: number, connectTimeoutMs?: number } = {}) {
+async function appOn (t: Teardownable, redis: string | Redis, options: { storeTimeoutMs?: number, connectTimeoutMs?: number } = {}) {
   const warnings = captureWarnings()
   const app = Fastify({ logger: { level: 'warn', stream: warnings.stream } })
   await app.register(cache, { redis, prefix: uniquePrefix('fail-open'), storeTimeoutMs: 200, ...options })
@@ -27,11 +27,6 @@ async function untilHit (app: FastifyInstance, url: string, timeoutMs = 10_000):
     if (Date.now() > deadline) throw new Error(`${url} never became a hit`)
     await sleep(50)
   }
-}
-
-declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
-  namespace Tap { type Test = Parameters<Parameters<typeof t.test>[1]>[0] }
 }
 
 t.test('a Redis that stops and restarts: requests keep working, then caching resumes', async (t) => {

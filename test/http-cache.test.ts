@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream'
+import type { RouteHandlerMethod } from 'fastify'
 import t from 'tap'
 import { STORE_KINDS, cachedApp, sleep, untilStored } from './helpers/app'
 
@@ -122,14 +123,14 @@ for (const kind of STORE_KINDS) {
     t.test('responses that must not be stored are not, and each is counted by reason', async (t) => {
       const app = await cachedApp(t, kind, { maxEntryBytes: 100 })
       const calls: Record<string, number> = {}
-      const route = (url: string, handler: Parameters<typeof app.get>[2]): void => {
+      const route = (url: string, handler: RouteHandlerMethod): void => {
         app.route({
           method: ['GET', 'POST'],
           url,
           config: { cache: true },
           handler: async function (request, reply) {
             calls[url] = (calls[url] ?? 0) + 1
-            return await (handler as (this: unknown, ...args: unknown[]) => unknown).call(this, request, reply)
+            return await handler.call(this, request, reply)
           }
         })
       }

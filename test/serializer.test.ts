@@ -1,12 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import {
-  encodeValue,
-  decodeValue,
-  isValueBytes,
-  FST_CACHE_UNSERIALIZABLE,
-  FST_CACHE_CORRUPT_VALUE
-} from '../lib/serializer'
+import { FST_CACHE_CORRUPT_VALUE, FST_CACHE_UNSERIALIZABLE } from '../lib/errors'
+import { decodeValue, encodeValue, isValueBytes } from '../lib/serializer'
 
 const J = 0x4a
 const S = 0x53

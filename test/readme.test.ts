@@ -1,0 +1,105 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import Fastify, { type FastifyInstance } from 'fastify'
+import t from 'tap'
+import cache from '../lib/index'
+import { untilStored } from './helpers/app'
+import { createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
+
+// Every ```ts block of the README is run here, as written, with the package import pointed at lib/.
+const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1])
+const dir = join(__dirname, '.readme')
+rmSync(dir, { recursive: true, force: true })
+mkdirSync(dir, { recursive: true })
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+interface Context { app?: FastifyInstance, workspaceId?: string, buildWeeklyReport?: (id: string) => unknown }
+type Example = (context: Context) => Promise<{ app: FastifyInstance }>
+
+/** Turns a block into a module exporting `run(context)`: imports stay on top, the rest becomes the body. */
+async function load (block: string, index: number, redis: string): Promise<Example> {
+  const lines = block.replaceAll("'redis://127.0.0.1:6379'", JSON.stringify(redis)).split('\n')
+  const imports = lines.filter((line) => line.startsWith('import '))
+    .map((line) => line.replace("'fastify-response-cache'", "'../../lib/index'"))
+  // Snippets after the quick start leave out its import of the plugin.
+  if (!imports.some((line) => line.startsWith('import cache '))) imports.push("import cache from '../../lib/index'")
+  const body = lines.filter((line) => !line.startsWith('import ')).join('\n')
+  const given = ['app', 'workspaceId', 'buildWeeklyReport'].filter((name) => !new RegExp(`(const|let|function) ${name}\\b`).test(body))
+  const source = `${imports.join('\n')}
+// eslint-disable-next-line
+export async function run ({ ${given.join(', ')} }: any): Promise<any> {
+${body}
+  return { app }
+}
+`
+  const file = join(dir, `example-${index}.ts`)
+  writeFileSync(file, source)
+  // A plain require: the test runner's TypeScript hook compiles the module as it does the tests.
+  return (require(file) as { run: Example }).run
+}
+
+t.test('the README has the examples this test knows', async (t) => {
+  t.equal(blocks.length, 4)
+})
+
+t.test('README examples run as written', async (t) => {
+  const redis = await redisUrl()
+  const [quickStart, bypass, service, withFastifyRedis] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
+
+  t.test('quick start: a miss, a hit, and tag invalidation by an event', async (t) => {
+    const { app } = await quickStart({})
+    t.teardown(() => app.close())
+    const url = '/executive/overview?workspace_id=ws1&timeframe=7d'
+    const miss = await app.inject(url)
+    t.equal(miss.headers['x-cache'], 'MISS')
+    await untilStored(app)
+    const hit = await app.inject(url)
+    t.equal(hit.headers['x-cache'], 'HIT')
+    t.equal(hit.json().cached_at, miss.json().cached_at)
+    t.ok(await app.cacheService.exists(['exec', 'dashboard', 'ws1', '7d']))
+    const event = await app.inject({ method: 'POST', url: '/events/agent-run-completed', payload: { workspace_id: 'ws1' } })
+    t.equal(event.statusCode, 200)
+    t.equal((await app.inject(url)).headers['x-cache'], 'MISS', 'the event invalidated the workspace')
+    await app.cacheService.invalidateTags('ws:ws1')
+  })
+
+  t.test('bypass restricted to operators', async (t) => {
+    process.env.CACHE_ADMIN_TOKEN = 'let-me-in'
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await bypass({ app })
+    app.get('/r', { config: { cache: true } }, async () => 'r')
+    await app.inject('/r')
+    await untilStored(app)
+    t.equal((await app.inject('/r?skip_cache=1')).headers['x-cache'], 'HIT')
+    t.equal((await app.inject({ url: '/r?skip_cache=1', headers: { 'x-cache-admin': 'let-me-in' } })).headers['x-cache'], 'BYPASS')
+  })
+
+  t.test('getOrCompute and invalidatePattern', async (t) => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(cache)
+    await app.cacheService.set(['exec', 'dashboard', 'ws9', '7d'], { old: true })
+    let builds = 0
+    const context = { app, workspaceId: 'ws9', buildWeeklyReport: (id: string) => ({ id, builds: ++builds }) }
+    await service(context)
+    await service(context)
+    t.equal(builds, 1, 'the report was computed once')
+    t.same(await app.cacheService.get(['report', 'weekly', 'ws9']), { id: 'ws9', builds: 1 })
+    t.equal(await app.cacheService.exists('exec:dashboard:ws9:7d'), false, 'the pattern deleted the dashboard')
+  })
+
+  t.test('with @fastify/redis, its client is used', async (t) => {
+    const app = Fastify()
+    const client = await createClient(t)
+    t.teardown(() => app.close())
+    await withFastifyRedis({ app })
+    const prefix = uniquePrefix('readme')
+    t.teardown(() => deleteByPrefix(client, prefix))
+    await app.cacheService.set(['readme', prefix], 1)
+    t.equal((await app.cacheService.stats()).store.kind, 'redis')
+    t.ok(await client.exists(`analytics:prod:e:readme:${prefix.replaceAll(':', '%3A')}`), 'the value is in that Redis')
+    await app.cacheService.delete(['readme', prefix])
+  })
+})
