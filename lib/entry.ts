@@ -57,11 +57,25 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
   } catch {
     throw new FST_CACHE_CORRUPT_ENTRY('unreadable entry metadata')
   }
-  if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.s) || typeof meta.h !== 'object' ||
-    meta.h === null || typeof meta.t !== 'number' || typeof meta.l !== 'number' || typeof meta.e !== 'string') {
+  if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.s) || !isHeaderRecord(meta.h) ||
+    typeof meta.t !== 'number' || typeof meta.l !== 'number' || typeof meta.e !== 'string' ||
+    (meta.v !== undefined && !isStringRecord(meta.v))) {
     throw new FST_CACHE_CORRUPT_ENTRY('entry metadata has the wrong shape')
   }
   const entry: HttpEntry = { status: meta.s, headers: meta.h, body: bytes.subarray(metaEnd), storedAt: meta.t, ttl: meta.l, etag: meta.e }
   if (meta.v !== undefined) entry.vary = meta.v
   return entry
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function isStringRecord (value: unknown): value is Record<string, string> {
+  return isPlainObject(value) && Object.values(value).every((item) => typeof item === 'string')
+}
+
+function isHeaderRecord (value: unknown): value is Record<string, string | string[]> {
+  return isPlainObject(value) && Object.values(value).every((item) =>
+    typeof item === 'string' || (Array.isArray(item) && item.every((part) => typeof part === 'string')))
 }

@@ -19,7 +19,7 @@ declare module 'fastify' {
 }
 
 const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: FastifyInstance, options: CachePluginOptions) => {
-  assertValid(PluginOptionsSchema, options, 'options')
+  assertValid(PluginOptionsSchema, options)
   const settings: PluginSettings = {
     prefix: options.prefix ?? DEFAULTS.prefix,
     ttl: options.ttl ?? DEFAULTS.ttl,

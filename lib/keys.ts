@@ -23,7 +23,14 @@ export function encodePart (part: KeyPart): string {
   if (part === null || part === undefined) return MISSING_PART
   const text = typeof part === 'string' ? part : String(part)
   if (/^[A-Za-z0-9._-]*$/.test(text)) return text
-  return encodeURIComponent(text).replace(/[!'()*~]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
+  let encoded: string
+  try {
+    encoded = encodeURIComponent(text)
+  } catch {
+    // A lone surrogate has no UTF-8 form; making it well-formed would let two different strings share one key.
+    throw new FST_CACHE_INVALID_KEY('a key part or tag is not a well-formed Unicode string')
+  }
+  return encoded.replace(/[!'()*~]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())
 }
 
 function partsOf (key: CacheKey): readonly KeyPart[] {

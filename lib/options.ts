@@ -45,9 +45,10 @@ export interface RouteCacheOptions extends CacheBehaviourOptions {
   cacheControl?: string | false
 }
 
-// Method signatures, so that a builder may annotate its request more narrowly, e.g. FastifyRequest<{ Querystring: Q }>.
-export interface KeyBuilder { (request: FastifyRequest): CacheKey }
-export interface TagBuilder { (request: FastifyRequest): string[] }
+// Taken from method signatures, whose parameters TypeScript checks bivariantly: a builder may then annotate its
+// request more narrowly, e.g. FastifyRequest<{ Querystring: Q }>, since route config cannot see the route's generics.
+export type KeyBuilder = { build (request: FastifyRequest): CacheKey }['build']
+export type TagBuilder = { build (request: FastifyRequest): string[] }['build']
 
 const Seconds = Type.Integer({ minimum: 1, maximum: 365 * 24 * 3600 })
 const Status = Type.Integer({ minimum: 100, maximum: 499 })
@@ -82,13 +83,18 @@ export const RouteOptionsSchema = Type.Object({
   cacheControl: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Literal(false)]))
 }, { additionalProperties: false })
 
-/** Throws FST_CACHE_INVALID_OPTION naming the first wrong option, what was expected and what was given. */
-export function assertValid (schema: TSchema, value: unknown, where: string): void {
+/**
+ * Throws FST_CACHE_INVALID_OPTION naming the first wrong option, what was expected and what was given, e.g.
+ * `option "ttl": expected integer to be greater or equal to 1, got -5`.
+ */
+export function assertValid (schema: TSchema, value: unknown, prefix = '', owner?: string): void {
   if (Value.Check(schema, value)) return
   const [error] = Value.Errors(schema, value)
-  if (error === undefined) throw new FST_CACHE_INVALID_OPTION(`${where} is invalid`)
-  const name = error.path === '' ? where : `${where}${error.path.replace(/\//g, '.')}`
-  throw new FST_CACHE_INVALID_OPTION(`option "${name}": ${error.message.toLowerCase()}, got ${describe(error.value)}`)
+  const name = prefix + (error?.path ?? '').replace(/^\//, '').replace(/\//g, '.')
+  const message = error?.message ?? 'Invalid'
+  const expected = message === 'Unexpected property' ? 'not a known option' : message.charAt(0).toLowerCase() + message.slice(1)
+  const where = owner === undefined ? '' : `${owner}: `
+  throw new FST_CACHE_INVALID_OPTION(`${where}option "${name === '' ? 'options' : name}": ${expected}, got ${describe(error?.value ?? value)}`)
 }
 
 function describe (value: unknown): string {

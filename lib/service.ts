@@ -74,6 +74,7 @@ export class StoreCacheService implements CacheService {
 
   async getOrCompute<T> (key: CacheKey, compute: () => T | Promise<T>, options: SetOptions = {}): Promise<T> {
     const id = keyId(key)
+    assertSeconds(options.ttl ?? this.defaultTtl, 'ttl')
     const pending = this.inFlight.get(id)
     if (pending !== undefined) return await (pending as Promise<T>)
     const flight = this.computeOnce(id, compute, options)

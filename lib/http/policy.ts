@@ -2,20 +2,31 @@
 
 export type Headers = Record<string, string | string[] | number | undefined>
 
-/** Directives of a Cache-Control value; directives without an argument map to true. */
+/**
+ * Directives of a Cache-Control value; directives without an argument map to true. Arguments may be quoted strings
+ * that contain commas (`private="set-cookie, x-user"`, RFC 9111 5.2.2.7), so the value is tokenised, not split.
+ */
 export function parseCacheControl (value: string | string[] | number | undefined): Map<string, string | true> {
   const directives = new Map<string, string | true>()
   if (value === undefined) return directives
   const text = Array.isArray(value) ? value.join(',') : String(value)
-  for (const raw of text.split(',')) {
-    const item = raw.trim()
-    if (item.length === 0) continue
-    const eq = item.indexOf('=')
-    if (eq === -1) {
-      directives.set(item.toLowerCase(), true)
-    } else {
-      directives.set(item.slice(0, eq).trim().toLowerCase(), item.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1'))
+  const directive = /\s*([^\s=,]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*)))?\s*(?:,|$)/y
+  let index = 0
+  while (index < text.length) {
+    directive.lastIndex = index
+    const match = directive.exec(text)
+    if (match === null) {
+      // Skip a malformed piece up to the next comma outside quotes.
+      const comma = text.indexOf(',', index)
+      if (comma === -1) break
+      index = comma + 1
+      continue
     }
+    index = directive.lastIndex
+    const name = match[1].toLowerCase()
+    const argument = match[2] !== undefined ? match[2].replace(/\\(.)/g, '$1') : match[3]
+    if (!directives.has(name)) directives.set(name, argument ?? true)
+    if (match[0].length === 0) break
   }
   return directives
 }

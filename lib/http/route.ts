@@ -28,7 +28,7 @@ export function compileRoute (
   config: true | RouteCacheOptions, url: string, settings: PluginSettings, stats: CacheStats
 ): CompiledRoute {
   const options: RouteCacheOptions = config === true ? {} : config
-  assertValid(RouteOptionsSchema, options, `config.cache of route ${url}`)
+  assertValid(RouteOptionsSchema, options, 'config.cache.', `route ${url}`)
   const vary = (options.vary ?? []).map((name) => name.toLowerCase())
   return {
     name: url,

@@ -1,0 +1,364 @@
+/**
+ * The demo in example-server/: its routes on the memory store and on Redis through inject(), and the real
+ * `npm start` command as a child process answering over HTTP.
+ */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { type BuildAppOptions, type ExampleApp, buildApp } from '../example-server/app'
+import type { CacheKey } from '../lib/index'
+import { type Teardownable, createClient, deleteByPrefix, freePort, redisUrl, uniquePrefix } from './helpers/redis'
+
+const ROOT = resolve(__dirname, '..')
+const QUERY_DELAY_MS = 20
+const OVERVIEW = '/executive/overview?workspace_id=ws1&timeframe=7d'
+const OVERVIEW_KEY: CacheKey = ['exec', 'dashboard', 'ws1', '7d']
+
+const START_TIMEOUT_MS = 60_000
+const SERVER_TEST_TIMEOUT_MS = 2 * START_TIMEOUT_MS
+
+type StoreKind = 'memory' | 'redis'
+
+interface Overview {
+  workspace_id: string
+  timeframe: string
+  metrics: { total_runs: number, success_rate: number, avg_duration_ms: number, top_agents: Array<{ agent_id: string }> }
+  cached_at: string
+}
+
+/** The app on the given store; on Redis under a key prefix of its own, deleted when the test ends. */
+async function build (t: Teardownable, store: StoreKind): Promise<ExampleApp> {
+  const options: BuildAppOptions = { queryDelayMs: QUERY_DELAY_MS }
+  if (store === 'memory') {
+    const app = await buildApp(options)
+    t.teardown(() => app.close())
+    return app
+  }
+  const prefix = uniquePrefix('example-server')
+  const client = await createClient()
+  const app = await buildApp({ ...options, redisUrl: await redisUrl(), prefix })
+  t.teardown(async () => {
+    await app.close()
+    await deleteByPrefix(client, prefix)
+    await client.quit()
+  })
+  return app
+}
+
+/** Misses are stored after the response went out: waits until the entry is there. */
+async function waitUntilStored (app: ExampleApp, key: CacheKey): Promise<void> {
+  const deadline = Date.now() + 5000
+  while (!await app.cacheService.exists(key)) {
+    if (Date.now() > deadline) throw new Error(`${JSON.stringify(key)} was not stored within 5 s`)
+    await sleep(5)
+  }
+}
+
+for (const store of ['memory', 'redis'] as const) {
+  t.test(`on the ${store} store`, async (t) => {
+    t.test('a repeated request is a HIT that costs no query', async (t) => {
+      const app = await build(t, store)
+      const first = await app.inject(OVERVIEW)
+      t.equal(first.statusCode, 200)
+      t.equal(first.headers['x-cache'], 'MISS')
+      t.equal(first.headers['cache-control'], 'public, max-age=1800')
+      const overview = first.json<Overview>()
+      t.equal(overview.workspace_id, 'ws1')
+      t.equal(overview.timeframe, '7d')
+      t.ok(overview.metrics.total_runs > 0)
+      t.ok(Date.now() - Date.parse(overview.cached_at) < 5000, 'cached_at is the time it was computed')
+      t.equal(app.db.queries, 1)
+
+      await waitUntilStored(app, OVERVIEW_KEY)
+      const ttl = await app.cacheService.ttl(OVERVIEW_KEY)
+      t.ok(ttl > 1790 && ttl <= 1800, `stored for the route's ttl of 1800 s, got ${ttl}`)
+
+      const second = await app.inject(OVERVIEW)
+      t.equal(second.statusCode, 200)
+      t.equal(second.headers['x-cache'], 'HIT')
+      t.ok(second.headers['age'] !== undefined)
+      t.equal(second.json<Overview>().cached_at, overview.cached_at, 'the cached response shows when it was computed')
+      t.equal(second.body, first.body)
+      t.equal(app.db.queries, 1, 'the data source answered one query only')
+    })
+
+    t.test('an invalid timeframe gets 400 and nothing is cached', async (t) => {
+      const app = await build(t, store)
+      for (const url of [
+        '/executive/overview?workspace_id=ws1&timeframe=1y',
+        '/executive/overview?workspace_id=ws1&timeframe=',
+        '/executive/overview?timeframe=7d'
+      ]) {
+        const response = await app.inject(url)
+        t.equal(response.statusCode, 400, url)
+        t.equal(response.headers['x-cache'], undefined, url)
+      }
+      await sleep(50)
+      t.equal(app.db.queries, 0)
+      t.notOk(await app.cacheService.exists(['exec', 'dashboard', 'ws1', '1y']))
+      const stats = await app.cacheService.stats()
+      t.equal(stats.misses, 0)
+      t.equal(stats.stored, 0)
+    })
+
+    t.test('the timeframe defaults to 7d, as in the specification', async (t) => {
+      const app = await build(t, store)
+      const implicit = await app.inject('/executive/overview?workspace_id=ws1')
+      t.equal(implicit.statusCode, 200)
+      t.equal(implicit.json<Overview>().timeframe, '7d')
+      await waitUntilStored(app, OVERVIEW_KEY)
+      const explicit = await app.inject(OVERVIEW)
+      t.equal(explicit.headers['x-cache'], 'HIT', 'both spellings share one entry')
+      t.equal(app.db.queries, 1)
+    })
+
+    t.test('each workspace and timeframe has its own entry', async (t) => {
+      const app = await build(t, store)
+      const ws1 = await app.inject(OVERVIEW)
+      const ws2 = await app.inject('/executive/overview?workspace_id=ws2&timeframe=7d')
+      const ws1Month = await app.inject('/executive/overview?workspace_id=ws1&timeframe=30d')
+      t.same([ws1, ws2, ws1Month].map((response) => response.headers['x-cache']), ['MISS', 'MISS', 'MISS'])
+      t.equal(ws2.json<Overview>().workspace_id, 'ws2')
+      t.not(ws2.json<Overview>().metrics.total_runs, ws1.json<Overview>().metrics.total_runs)
+      t.ok(ws1Month.json<Overview>().metrics.total_runs > ws1.json<Overview>().metrics.total_runs, '30 days hold more runs than 7')
+      t.equal(app.db.queries, 3)
+
+      await waitUntilStored(app, OVERVIEW_KEY)
+      await waitUntilStored(app, ['exec', 'dashboard', 'ws2', '7d'])
+      await waitUntilStored(app, ['exec', 'dashboard', 'ws1', '30d'])
+      const again = [
+        await app.inject(OVERVIEW),
+        await app.inject('/executive/overview?workspace_id=ws2&timeframe=7d'),
+        await app.inject('/executive/overview?workspace_id=ws1&timeframe=30d')
+      ]
+      t.same(again.map((response) => response.headers['x-cache']), ['HIT', 'HIT', 'HIT'])
+      t.same(again.map((response) => response.body), [ws1.body, ws2.body, ws1Month.body])
+      t.equal(app.db.queries, 3)
+    })
+
+    t.test('an unknown workspace gets 404, which is not cached', async (t) => {
+      const app = await build(t, store)
+      for (let i = 0; i < 2; i++) {
+        const response = await app.inject('/executive/overview?workspace_id=ws404&timeframe=7d')
+        t.equal(response.statusCode, 404)
+        t.equal(response.headers['x-cache'], 'MISS')
+        await sleep(20)
+      }
+      t.equal(app.db.queries, 2)
+      t.notOk(await app.cacheService.exists(['exec', 'dashboard', 'ws404', '7d']))
+      t.equal((await app.cacheService.stats()).skippedBy['status'], 2)
+    })
+
+    t.test('agent analytics are cached per agent and timeframe', async (t) => {
+      const app = await build(t, store)
+      const url = '/agents/ws1-agent2/analytics?timeframe=24h'
+      const key: CacheKey = ['agent', 'analytics', 'ws1-agent2', '24h']
+      const first = await app.inject(url)
+      t.equal(first.statusCode, 200)
+      t.equal(first.headers['x-cache'], 'MISS')
+      t.equal(first.headers['cache-control'], 'public, max-age=300')
+      const body = first.json<{ agent_id: string, workspace_id: string, metrics: { runs_over_time: unknown[] } }>()
+      t.equal(body.agent_id, 'ws1-agent2')
+      t.equal(body.workspace_id, 'ws1')
+      t.equal(body.metrics.runs_over_time.length, 24, 'hourly buckets for 24h')
+      await waitUntilStored(app, key)
+      t.ok(await app.cacheService.ttl(key) <= 300)
+      const second = await app.inject(url)
+      t.equal(second.headers['x-cache'], 'HIT')
+      t.equal(second.body, first.body)
+      t.equal(app.db.queries, 1)
+
+      t.equal((await app.inject('/agents/ws1-agent99/analytics?timeframe=24h')).statusCode, 404)
+      t.equal((await app.inject('/agents/not-an-agent/analytics')).statusCode, 404)
+      t.equal((await app.inject('/agents/ws1-agent2/analytics?timeframe=1w')).statusCode, 400)
+      await sleep(20)
+      t.notOk(await app.cacheService.exists(['agent', 'analytics', 'ws1-agent99', '24h']))
+      t.equal(app.db.queries, 3)
+
+      const invalidated = await app.inject({ method: 'POST', url: '/cache/invalidate', payload: { tags: ['agent:ws1-agent2'] } })
+      t.same(invalidated.json(), { invalidated: { tags: 1 } })
+      t.equal((await app.inject(url)).headers['x-cache'], 'MISS')
+    })
+
+    t.test('invalidating a workspace tag recomputes its entries only', async (t) => {
+      const app = await build(t, store)
+      const first = await app.inject(OVERVIEW)
+      await app.inject('/agents/ws1-agent1/analytics?timeframe=7d')
+      await app.inject('/executive/overview?workspace_id=ws2&timeframe=7d')
+      await waitUntilStored(app, OVERVIEW_KEY)
+      await waitUntilStored(app, ['agent', 'analytics', 'ws1-agent1', '7d'])
+      await waitUntilStored(app, ['exec', 'dashboard', 'ws2', '7d'])
+      t.equal((await app.inject(OVERVIEW)).headers['x-cache'], 'HIT')
+
+      const invalidated = await app.inject({ method: 'POST', url: '/cache/invalidate', payload: { tags: ['ws:ws1'] } })
+      t.equal(invalidated.statusCode, 200)
+      t.same(invalidated.json(), { invalidated: { tags: 2 } }, 'the ws1 dashboard and the ws1 agent')
+      t.equal(invalidated.headers['x-cache'], undefined)
+
+      const queries = app.db.queries
+      const recomputed = await app.inject(OVERVIEW)
+      t.equal(recomputed.headers['x-cache'], 'MISS')
+      t.ok(Date.parse(recomputed.json<Overview>().cached_at) > Date.parse(first.json<Overview>().cached_at), 'a newer cached_at')
+      t.equal((await app.inject('/agents/ws1-agent1/analytics?timeframe=7d')).headers['x-cache'], 'MISS')
+      t.equal((await app.inject('/executive/overview?workspace_id=ws2&timeframe=7d')).headers['x-cache'], 'HIT')
+      t.equal(app.db.queries, queries + 2)
+    })
+
+    t.test('invalidation by pattern and by keys', async (t) => {
+      const app = await build(t, store)
+      const keys: CacheKey[] = [OVERVIEW_KEY, ['exec', 'dashboard', 'ws1', '30d'], ['exec', 'dashboard', 'ws2', '7d']]
+      for (const [, , workspace, timeframe] of keys) {
+        await app.inject(`/executive/overview?workspace_id=${String(workspace)}&timeframe=${String(timeframe)}`)
+      }
+      for (const key of keys) await waitUntilStored(app, key)
+
+      const byPattern = await app.inject({ method: 'POST', url: '/cache/invalidate', payload: { pattern: 'exec:dashboard:ws1:*' } })
+      t.same(byPattern.json(), { invalidated: { pattern: 2 } })
+      t.same(await Promise.all(keys.map((key) => app.cacheService.exists(key))), [false, false, true])
+
+      const byKeys = await app.inject({
+        method: 'POST', url: '/cache/invalidate', payload: { keys: ['exec:dashboard:ws2:7d', 'exec:dashboard:ws3:7d'] }
+      })
+      t.same(byKeys.json(), { invalidated: { keys: 1 } })
+      t.notOk(await app.cacheService.exists(['exec', 'dashboard', 'ws2', '7d']))
+
+      for (const payload of [{}, { tags: [] }, { tags: [''] }, { pattern: '' }]) {
+        const refused = await app.inject({ method: 'POST', url: '/cache/invalidate', payload })
+        t.equal(refused.statusCode, 400, JSON.stringify(payload))
+      }
+    })
+
+    t.test('/cache/stats counts the hits', async (t) => {
+      const app = await build(t, store)
+      await app.inject(OVERVIEW)
+      await waitUntilStored(app, OVERVIEW_KEY)
+      await app.inject(OVERVIEW)
+      await app.inject(OVERVIEW)
+      const response = await app.inject('/cache/stats')
+      t.equal(response.statusCode, 200)
+      t.equal(response.headers['x-cache'], undefined, 'the stats are never cached')
+      const stats = response.json<Awaited<ReturnType<ExampleApp['cacheService']['stats']>>>()
+      t.match(stats, { hits: 2, misses: 1, stored: 1, store: { kind: store } })
+      t.equal(stats.hitRate, 2 / 3)
+      t.match(stats.routes['/executive/overview'], { hits: 2, misses: 1 })
+      t.equal(app.db.queries, 1)
+    })
+
+    t.test('/health', async (t) => {
+      const app = await build(t, store)
+      const response = await app.inject('/health')
+      t.equal(response.statusCode, 200)
+      t.same(response.json(), { status: 'ok', queries: 0 })
+    })
+  })
+}
+
+interface RunningServer {
+  base: string
+  /** Everything the server wrote so far. */
+  output: () => string
+  /** SIGTERM, then the exit code. */
+  stop: () => Promise<number | null>
+}
+
+/**
+ * Runs `npm start`'s command with the given environment and waits until it has logged that it is ready and /health
+ * answers. Always killed at teardown.
+ */
+async function startServer (t: Teardownable, env: Record<string, string | undefined>): Promise<RunningServer> {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', 'tsx', 'example-server/server.ts'], {
+    cwd: ROOT,
+    env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
+  const running = (): boolean => child.exitCode === null && child.signalCode === null
+  t.teardown(async () => {
+    if (!running()) return
+    child.kill('SIGKILL')
+    await exited
+  })
+
+  const base = `http://127.0.0.1:${port}`
+  // tsx compiles the sources on start: seconds on a busy machine
+  const deadline = Date.now() + START_TIMEOUT_MS
+  for (;;) {
+    if (!running()) throw new Error(`the server exited before answering:\n${output}`)
+    if (Date.now() > deadline) throw new Error(`the server was not ready within ${START_TIMEOUT_MS} ms:\n${output}`)
+    // the ready line, which the tests read, is logged once listen() has resolved
+    if (output.includes('example server listening at') &&
+      await fetch(`${base}/health`).then((response) => response.ok, () => false)) break
+    await sleep(100)
+  }
+  return {
+    base,
+    output: () => output,
+    stop: async () => {
+      child.kill('SIGTERM')
+      const [code] = await exited
+      return code
+    }
+  }
+}
+
+/** Polls /cache/stats until the server has stored `count` responses. */
+async function waitForStored (base: string, count: number): Promise<void> {
+  const deadline = Date.now() + 5000
+  for (;;) {
+    const stats = await (await fetch(`${base}/cache/stats`)).json() as { stored: number }
+    if (stats.stored >= count) return
+    if (Date.now() > deadline) throw new Error(`fewer than ${count} responses stored within 5 s`)
+    await sleep(10)
+  }
+}
+
+t.test('npm start: the server answers over HTTP with the memory store', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
+  const env: Record<string, string | undefined> = { ...process.env }
+  delete env['REDIS_URL']
+  const server = await startServer(t, env)
+  t.match(server.output(), `example server listening at ${server.base}, caching in memory`)
+
+  const first = await fetch(`${server.base}${OVERVIEW}`)
+  t.equal(first.status, 200)
+  t.equal(first.headers.get('x-cache'), 'MISS')
+  const body = await first.text()
+  await waitForStored(server.base, 1)
+  const second = await fetch(`${server.base}${OVERVIEW}`)
+  t.equal(second.headers.get('x-cache'), 'HIT')
+  t.equal(await second.text(), body)
+  t.same(await (await fetch(`${server.base}/health`)).json(), { status: 'ok', queries: 1 })
+
+  t.equal(await server.stop(), 0, 'SIGTERM closes the app and exits cleanly')
+  t.match(server.output(), '"signal":"SIGTERM"')
+})
+
+t.test('npm start: the server uses Redis when REDIS_URL is set', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
+  const url = await redisUrl()
+  const server = await startServer(t, { ...process.env, REDIS_URL: url })
+  t.match(server.output(), 'caching in redis')
+  t.match(server.output(), '"store":"redis"')
+
+  // The demo's prefix is shared with anyone running `npm start` on this Redis: start from a known state, and leave
+  // the entry behind no more than a failed run would.
+  const path = '/executive/overview?workspace_id=ws3&timeframe=90d'
+  const invalidate = async (body: { keys?: string[], tags?: string[] }): Promise<void> => {
+    const response = await fetch(`${server.base}/cache/invalidate`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body)
+    })
+    t.equal(response.status, 200)
+  }
+  await invalidate({ keys: ['exec:dashboard:ws3:90d'] })
+  t.equal((await fetch(`${server.base}${path}`)).headers.get('x-cache'), 'MISS')
+  await waitForStored(server.base, 1)
+  t.equal((await fetch(`${server.base}${path}`)).headers.get('x-cache'), 'HIT')
+  await invalidate({ tags: ['ws:ws3'] }) // the entry and its tag set
+  t.equal(await server.stop(), 0)
+})
