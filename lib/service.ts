@@ -4,11 +4,17 @@ import { type CacheKey, idPattern, keyId, tagId } from './keys'
 import { decodeValue, encodeValue } from './serializer'
 import type { CacheStats, CacheStatsSnapshot } from './stats'
 import { FST_CACHE_INVALID_OPTION } from './errors'
+import type { WriteStamp } from './stores/store'
 
 export interface SetOptions {
   /** Seconds; the plugin's `ttl` when omitted. */
   ttl?: number
   tags?: string[]
+}
+
+export interface InvalidateTagsOptions {
+  /** Mark the entries stale instead of removing them: stale-while-revalidate readers keep serving them meanwhile. */
+  soft?: boolean
 }
 
 /** The `app.cacheService` decorator. Keys are strings (":" separates parts) or arrays of parts. */
@@ -27,8 +33,8 @@ export interface CacheService {
   getOrCompute<T> (key: CacheKey, compute: () => T | Promise<T>, options?: SetOptions): Promise<T>
   /** Deletes one key (a string) or several (an array of keys); resolves to how many existed. */
   invalidate (keys: string | CacheKey[]): Promise<number>
-  /** Deletes every entry carrying any of the tags; resolves to how many. */
-  invalidateTags (tags: string | string[]): Promise<number>
+  /** Every entry carrying any of the tags becomes a miss (or, soft, stale); resolves to how many entries. */
+  invalidateTags (tags: string | string[], options?: InvalidateTagsOptions): Promise<number>
   /** Deletes the entries whose key matches, e.g. `exec:dashboard:ws42:*` (`*` and `?` are wildcards); the count. */
   invalidatePattern (pattern: string): Promise<number>
   stats (): Promise<CacheStatsSnapshot>
@@ -91,9 +97,9 @@ export class StoreCacheService implements CacheService {
     return await this.guarded.write('invalidate', (store) => store.delete(ids))
   }
 
-  async invalidateTags (tags: string | string[]): Promise<number> {
+  async invalidateTags (tags: string | string[], options: InvalidateTagsOptions = {}): Promise<number> {
     const ids = (typeof tags === 'string' ? [tags] : tags).map(tagId)
-    return await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids))
+    return await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids, options))
   }
 
   async invalidatePattern (pattern: string): Promise<number> {
@@ -108,21 +114,30 @@ export class StoreCacheService implements CacheService {
   }
 
   private async computeOnce<T> (id: string, compute: () => T | Promise<T>, options: SetOptions): Promise<T> {
-    const cached = await this.read<T>(id)
+    const tags = options.tags?.map(tagId) ?? []
+    const found = await this.guarded.read('read', (store) => store.read(id, tags), undefined)
+    const cached = found?.value == null || found.stale ? undefined : this.decode<T>(found.value)
     if (cached !== undefined) {
       this.stats_.count('hits')
       return cached
     }
     this.stats_.count('misses')
     const value = await compute()
-    // The value is good whatever happens to the write: a store failure is logged and counted, not thrown.
-    if (value !== undefined) await this.write(id, encodeValue(value), options).catch(() => {})
+    // The value is good whatever happens to the write: a store failure is logged and counted, not thrown. Without
+    // a stamp (the read failed) nothing is written, since the write could undo an invalidation it never saw.
+    if (value !== undefined && found !== undefined) {
+      await this.write(id, encodeValue(value), options, found.stamp)
+        .then((written) => { if (!written) this.stats_.count('raced') }, () => {})
+    }
     return value
   }
 
   private async read<T> (id: string): Promise<T | undefined> {
-    const bytes = await this.guarded.read('get', (store) => store.get(id), null)
-    if (bytes === null) return undefined
+    const found = await this.guarded.read('read', (store) => store.read(id, []), undefined)
+    return found?.value == null || found.stale ? undefined : this.decode<T>(found.value)
+  }
+
+  private decode<T> (bytes: Buffer): T | undefined {
     try {
       return (isEntryBytes(bytes) ? bodyValue(bytes) : decodeValue(bytes)) as T
     } catch (error) {
@@ -131,11 +146,11 @@ export class StoreCacheService implements CacheService {
     }
   }
 
-  private async write (id: string, bytes: Buffer, options: SetOptions): Promise<void> {
+  private async write (id: string, bytes: Buffer, options: SetOptions, stamp?: WriteStamp): Promise<boolean> {
     const ttl = options.ttl ?? this.defaultTtl
     assertSeconds(ttl, 'ttl')
     const tags = options.tags?.map(tagId)
-    await this.guarded.write('set', (store) => store.set(id, bytes, { ttlMs: ttl * 1000, tags }))
+    return await this.guarded.write('set', (store) => store.set(id, bytes, { ttlMs: ttl * 1000, tags, stamp }))
   }
 }
 

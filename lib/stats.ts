@@ -9,6 +9,8 @@ export interface CacheCounters {
   stored: number
   /** Responses that were not storable (status, Set-Cookie, no-store, too large...). */
   skipped: number
+  /** Writes refused because the key or one of its tags was invalidated while the value was being computed. */
+  raced: number
 }
 
 export type CounterName = keyof CacheCounters
@@ -26,7 +28,7 @@ export interface CacheStatsSnapshot extends CounterSnapshot {
 }
 
 function emptyCounters (): CacheCounters {
-  return { hits: 0, misses: 0, stale: 0, bypass: 0, errors: 0, stored: 0, skipped: 0 }
+  return { hits: 0, misses: 0, stale: 0, bypass: 0, errors: 0, stored: 0, skipped: 0, raced: 0 }
 }
 
 function withRate (counters: CacheCounters): CounterSnapshot {

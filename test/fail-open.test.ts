@@ -98,7 +98,8 @@ t.test('a corrupt entry is a miss, is counted, and is replaced', async (t) => {
   await untilStored(app)
   const key = `${prefix}:e:page`
   t.ok(await client.exists(key), 'the entry lives at <prefix>:e:<key>')
-  for (const garbage of [Buffer.from('not an entry'), Buffer.from([0x48, 1, 0, 0, 0, 99, 123])]) {
+  // Bytes without the store's header line, then a header line followed by a broken HTTP envelope.
+  for (const garbage of [Buffer.from('not an entry'), Buffer.from([0x0a, 0x48, 1, 0, 0, 0, 99, 123])]) {
     await client.set(key, garbage)
     const response = await app.inject('/page')
     t.equal(response.statusCode, 200)
@@ -106,5 +107,5 @@ t.test('a corrupt entry is a miss, is counted, and is replaced', async (t) => {
     await sleep(30)
     t.equal((await app.inject('/page')).headers['x-cache'], 'HIT', 'the entry was replaced')
   }
-  t.ok((await app.cacheService.stats()).errors >= 2)
+  t.ok((await app.cacheService.stats()).errors >= 1, 'the undecodable envelope was counted')
 })

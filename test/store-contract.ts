@@ -322,6 +322,82 @@ export async function storeContract (t: tap.Test, name: string, makeStore: Store
       }
     })
 
+    t.test('a write with the stamp of its read succeeds when nothing was invalidated in between', async (t) => {
+      const store = await open(t)
+      const key = id('stamp', 'ok')
+      const tags = [tagId('ws:1'), tagId('agent:2')]
+      const { value, stamp } = await store.read(key, tags)
+      t.equal(value, null)
+      t.equal(await store.set(key, bytes('v1'), { ttlMs: LONG_MS, tags, stamp }), true)
+      t.same(await store.get(key), bytes('v1'))
+      const again = await store.read(key, tags)
+      t.same(again.value, bytes('v1'))
+      t.equal(again.stale, false)
+      t.equal(await store.set(key, bytes('v2'), { ttlMs: LONG_MS, tags, stamp: again.stamp }), true, 'a later stamp works too')
+    })
+
+    t.test('a write is refused when its key or one of its tags was invalidated after its read', async (t) => {
+      const store = await open(t)
+      const tag = tagId('ws:race')
+      const cases: Array<[string, (key: string) => Promise<unknown>]> = [
+        ['delete of the key', (key) => store.delete([key])],
+        ['delete of the key when it had no entry', async () => {}],
+        ['hard invalidation of a tag', () => store.invalidateTags([tag])],
+        ['soft invalidation of a tag', () => store.invalidateTags([tag], { soft: true })],
+        ['a pattern invalidation', () => store.deletePattern(idPattern('elsewhere:*'))]
+      ]
+      for (const [label, invalidate] of cases) {
+        const key = id('race', label)
+        await store.set(key, bytes('old'), { ttlMs: LONG_MS, tags: [tag] })
+        const { stamp } = await store.read(key, [tag])
+        if (label === 'delete of the key when it had no entry') await store.delete([key])
+        else await invalidate(key)
+        t.equal(await store.set(key, bytes('computed before'), { ttlMs: LONG_MS, tags: [tag], stamp }), false, `${label}: refused`)
+        const after = await store.read(key, [tag])
+        t.not(String(after.value), 'computed before', `${label}: the old computation left nothing behind`)
+        t.equal(await store.set(key, bytes('fresh'), { ttlMs: LONG_MS, tags: [tag], stamp: after.stamp }), true, `${label}: a read after it may write`)
+      }
+      t.equal(await store.set(id('race', 'forced'), bytes('x'), { ttlMs: LONG_MS, tags: [tag] }), true, 'a write without a stamp is not conditional')
+    })
+
+    t.test('soft invalidation keeps entries, marked stale, until they are rewritten', async (t) => {
+      const store = await open(t)
+      const tag = tagId('ws:soft')
+      await store.set(id('soft', 'a'), bytes('a'), { ttlMs: LONG_MS, tags: [tag] })
+      await store.set(id('soft', 'b'), bytes('b'), { ttlMs: LONG_MS, tags: [tagId('other')] })
+      t.equal(await store.invalidateTags([tag], { soft: true }), 1)
+      const stale = await store.read(id('soft', 'a'), [tag])
+      t.same(stale.value, bytes('a'), 'the value is still there')
+      t.equal(stale.stale, true)
+      t.equal((await store.read(id('soft', 'b'), [])).stale, false, 'entries of other tags are untouched')
+      t.equal(await store.set(id('soft', 'a'), bytes('a2'), { ttlMs: LONG_MS, tags: [tag], stamp: stale.stamp }), true)
+      const fresh = await store.read(id('soft', 'a'), [tag])
+      t.same(fresh.value, bytes('a2'))
+      t.equal(fresh.stale, false, 'a rewrite after the soft invalidation is fresh')
+      t.equal(await store.invalidateTags([tag]), 1, 'a hard invalidation after a soft one removes it')
+      t.equal(await store.get(id('soft', 'a')), null)
+    })
+
+    t.test('after a hard invalidation, new entries of the tag are valid again', async (t) => {
+      const store = await open(t)
+      const tag = tagId('ws:again')
+      await store.set(id('again', 'old'), bytes('old'), { ttlMs: LONG_MS, tags: [tag] })
+      await store.invalidateTags([tag])
+      await store.set(id('again', 'new'), bytes('new'), { ttlMs: LONG_MS, tags: [tag] })
+      t.same(await store.get(id('again', 'new')), bytes('new'))
+      t.equal(await store.get(id('again', 'old')), null)
+      t.equal(await store.invalidateTags([tag]), 1, 'only the live entry is counted')
+    })
+
+    t.test('an entry rewritten without a tag is neither counted nor removed by that tag', async (t) => {
+      const store = await open(t)
+      const old = tagId('old-tag')
+      await store.set(id('retag'), bytes('v1'), { ttlMs: LONG_MS, tags: [old] })
+      await store.set(id('retag'), bytes('v2'), { ttlMs: LONG_MS, tags: [tagId('new-tag')] })
+      t.equal(await store.invalidateTags([old]), 0)
+      t.same(await store.get(id('retag')), bytes('v2'))
+    })
+
     t.test('info() returns an object of figures', async (t) => {
       const store = await open(t)
       await store.set(id('info', '1'), bytes('x'), { ttlMs: LONG_MS })

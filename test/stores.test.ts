@@ -1,4 +1,5 @@
 import t from 'tap'
+import { INVALIDATION_WINDOW_MS } from '../lib/stores/store'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
 import { MemoryStore } from '../lib/stores/memory'
@@ -198,24 +199,33 @@ async function keysUnder (client: Redis, prefix: string): Promise<string[]> {
   return [...new Set(found)].sort()
 }
 
-t.test('redis store: entries live at <prefix>:e:<id>, their tag lists at <prefix>:m:<id>, tag sets at <prefix>:t:<tag>', async (t) => {
+t.test('redis store: the layout under the prefix', async (t) => {
   const { client, prefix, store } = await redisFixture(t, 'redis-layout')
   const key = keyId(['ws*', '[a]', 'a:b'])
   const tag = tagId('user:1')
-  const value = Buffer.from([0, 1, 2, 0xff])
+  const value = Buffer.from([0, 1, 2, 0xff, 0x0a, 9])
   await store.set(key, value, { ttlMs: LONG_MS, tags: [tag] })
   await store.set(id('plain'), Buffer.from('p'), { ttlMs: LONG_MS })
 
-  t.same(await keysUnder(client, prefix + ':'), [`${prefix}:e:${key}`, `${prefix}:e:plain`, `${prefix}:m:${key}`, `${prefix}:t:${tag}`].sort(),
-    'an untagged entry has no tag list')
-  t.same(await client.smembers(`${prefix}:m:${key}`), [tag], 'the tag list names the entry\'s tags')
-  const listTtl = await client.pttl(`${prefix}:m:${key}`)
-  t.ok(listTtl > LONG_MS - 5000 && listTtl <= LONG_MS, `the tag list expires with the entry (${listTtl})`)
-  t.same(await client.getBuffer(`${prefix}:e:${key}`), value, 'the raw key holds the bytes')
+  t.same(await keysUnder(client, prefix + ':'), [`${prefix}:e:${key}`, `${prefix}:e:plain`, `${prefix}:g:${tag}`, `${prefix}:t:${tag}`].sort(),
+    'entries (e:), one token record (g:) and one tag set (t:) per tag, nothing else')
+  const token = await client.get(`${prefix}:g:${tag}`)
+  t.match(token, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, 'a token is <hard>.<soft>')
+  t.same(await client.getBuffer(`${prefix}:e:${key}`), Buffer.concat([Buffer.from(`${tag}=${token}\n`), value]),
+    'the entry is a header line naming its tags and their tokens, then the bytes as they were')
+  t.same(await client.getBuffer(`${prefix}:e:plain`), Buffer.from('\np'), 'an untagged entry has an empty header line')
   t.same(await client.smembers(`${prefix}:t:${tag}`), [`${prefix}:e:${key}`], 'the tag set names the full entry key')
   const pttl = await client.pttl(`${prefix}:e:${key}`)
   t.ok(pttl > LONG_MS - 5000 && pttl <= LONG_MS, `the entry has the TTL it was given (${pttl})`)
-  t.equal(await client.type(`${prefix}:t:${tag}`), 'set')
+  for (const record of [`${prefix}:g:${tag}`, `${prefix}:t:${tag}`]) {
+    const recordTtl = await client.pttl(record)
+    t.ok(recordTtl >= pttl && recordTtl <= LONG_MS + 1000, `${record} expires a little after its entry (${recordTtl})`)
+  }
+  await store.delete([id('plain')])
+  const tombstoneTtl = await client.pttl(`${prefix}:v:plain`)
+  t.ok(tombstoneTtl > 0 && tombstoneTtl <= INVALIDATION_WINDOW_MS, 'a delete leaves a tombstone that expires')
+  await store.deletePattern('nothing*')
+  t.ok(await client.pttl(`${prefix}:p`) > 0, 'a pattern invalidation changes the epoch, which expires too')
 })
 
 t.test('redis store: a tag set lives at least as long as its longest-lived entry', async (t) => {

@@ -4,6 +4,7 @@ import type {
 import { type HttpEntry, decodeEntry, encodeEntry } from '../entry'
 import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
+import type { StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Headers, UNSTORED_HEADERS, ageSeconds, defaultCacheControl, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
 import { type CompiledRoute, mayBypass, wantsBypass } from './route'
@@ -15,7 +16,10 @@ type CacheOutcome = 'HIT' | 'MISS' | 'BYPASS'
 export interface RequestCacheState {
   route: CompiledRoute
   id: string
+  tags: string[] | undefined
   outcome: CacheOutcome
+  /** What the lookup saw, so that the write is refused if an invalidation happens while the handler runs. */
+  stamp?: WriteStamp
   /** The response to store once it has been sent. */
   capture?: HttpEntry
 }
@@ -27,6 +31,8 @@ declare module 'fastify' {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** The fallback of a failed read: no value and no stamp, so nothing is stored for that request. */
+const NOTHING_READ: StoreRead = { value: null, stale: false, stamp: { tombstone: '', epoch: '', tags: [] } }
 
 type Hook = (request: FastifyRequest, reply: FastifyReply, ...rest: never[]) => unknown
 function hookList (existing: Hook | Hook[] | undefined): Hook[] {
@@ -75,21 +81,25 @@ export class ResponseCache {
   private async lookup (request: FastifyRequest, reply: FastifyReply, route: CompiledRoute): Promise<boolean> {
     if (request.method !== 'GET' && request.method !== 'HEAD') return false
     let id: string
+    let tags: string[] | undefined
     try {
       id = route.keyOf(request)
+      tags = route.tagsOf(request)
     } catch (error) {
       this.guarded.failed('key', error, route.counters)
       return false
     }
-    const state: RequestCacheState = { route, id, outcome: 'MISS' }
+    const state: RequestCacheState = { route, id, tags, outcome: 'MISS' }
     request[kCacheState] = state
+    const found = await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
+    if (found !== NOTHING_READ) state.stamp = found.stamp
     if (wantsBypass(request) && mayBypass(route, request)) {
       state.outcome = 'BYPASS'
       this.stats.count('bypass', route.counters)
       return false
     }
-    const bytes = await this.guarded.read('get', (store) => store.get(id), null, route.counters)
-    const entry = bytes === null ? undefined : this.decode(bytes, route)
+    // A soft-invalidated (stale) entry is a miss until stale-while-revalidate serves it.
+    const entry = found.value === null || found.stale ? undefined : this.decode(found.value, route)
     if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
       state.outcome = 'HIT'
       this.stats.count('hits', route.counters)
@@ -164,16 +174,12 @@ export class ResponseCache {
     done()
     if (state == null || entry === undefined) return
     const route = state.route
-    let tags: string[] | undefined
-    try {
-      tags = route.tagsOf(request)
-    } catch (error) {
-      this.guarded.failed('tags', error, route.counters)
-      return
-    }
+    // Without a stamp (the read failed) the write is refused: it could otherwise undo an invalidation it never saw.
+    const stamp = state.stamp
+    if (stamp === undefined) return
     const bytes = encodeEntry(entry)
-    this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs: route.ttl * 1000, tags }), route.counters)
-      .then(() => this.stats.count('stored', route.counters), () => {})
+    this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs: route.ttl * 1000, tags: state.tags, stamp }), route.counters)
+      .then((written) => this.stats.count(written ? 'stored' : 'raced', route.counters), () => {})
   }
 }
 

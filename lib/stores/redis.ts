@@ -1,35 +1,103 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { escapeGlob } from '../keys'
-import { type CacheStore, type StoreSetOptions } from './store'
+import { INVALIDATION_WINDOW_MS, type CacheStore, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
+import { newTokenPart } from './tokens'
 
-// Each tagged entry has a companion set `<prefix>:m:<id>` naming its tags, so that an overwrite or a new TTL can find
-// the tag sets it must leave or extend. A tag set lives as long as its longest-lived entry: tag bookkeeping expires
-// with the data (plus a second, so that it never expires before the entry by a rounding). Both scripts run
-// atomically, so no tag set ever misses an entry it should name.
-const SET_ENTRY = `
-local old = redis.call('SMEMBERS', KEYS[2])
-for _, tag in ipairs(old) do redis.call('SREM', ARGV[3] .. tag, KEYS[1]) end
-if #old > 0 then redis.call('DEL', KEYS[2]) end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local ttl = tonumber(ARGV[2])
-for i = 4, #ARGV do
-  local tagKey = ARGV[3] .. ARGV[i]
-  redis.call('SADD', tagKey, KEYS[1])
-  if redis.call('PTTL', tagKey) < ttl + 1000 then redis.call('PEXPIRE', tagKey, ttl + 1000) end
-  redis.call('SADD', KEYS[2], ARGV[i])
+// Layout under the prefix:
+//   e:<id>   the entry: a header line `tag=token tag=token`, a newline, then the value bytes
+//   g:<tag>  the tag's current token `<hard>.<soft>`
+//   t:<tag>  the set of entry keys written with the tag (to count and reclaim them on invalidation)
+//   v:<id>   the key's tombstone, set by delete/invalidate, refusing writes of misses that read before it
+//   p        the pattern epoch, changed by each pattern invalidation
+// Token records, tag sets and tombstones all expire: tag records and sets with their longest-lived entry (plus a
+// second), tombstones after the invalidation window. Nothing is kept without a TTL.
+
+// KEYS: entry, tombstone, epoch. ARGV: tag token prefix, a new token part, then the tags whose tokens to capture.
+// Returns: value or false, validity (0 valid, 1 stale, 2 invalid), tombstone, epoch, captured tokens...
+const READ = `
+local value = redis.call('GET', KEYS[1])
+local state = 0
+if value then
+  local newline = string.find(value, '\\n', 1, true)
+  if not newline then state = 2 else
+    for tag, token in string.gmatch(string.sub(value, 1, newline - 1), '([^ =]+)=([^ ]+)') do
+      local current = redis.call('GET', ARGV[1] .. tag)
+      if not current then state = 2 break end
+      local hard, soft = string.match(token, '^([^.]*)%.(.*)$')
+      local currentHard, currentSoft = string.match(current, '^([^.]*)%.(.*)$')
+      if hard ~= currentHard then state = 2 break end
+      if soft ~= currentSoft then state = 1 end
+    end
+  end
 end
-if #ARGV > 3 then redis.call('PEXPIRE', KEYS[2], ttl) end
+local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '' }
+for i = 3, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local token = redis.call('GET', key)
+  if not token then
+    token = ARGV[2] .. '.' .. ARGV[2]
+    redis.call('SET', key, token, 'PX', ${INVALIDATION_WINDOW_MS})
+  end
+  result[#result + 1] = token
+end
+return result`
+
+// KEYS: entry, tombstone, epoch. ARGV: tag token prefix, tag set prefix, value, ttl ms, '1' when stamped,
+// tombstone and epoch of the stamp, a new token part, then pairs of tag and the token the stamp saw.
+const WRITE = `
+local stamped = ARGV[5] == '1'
+if stamped and ((redis.call('GET', KEYS[2]) or '') ~= ARGV[6] or (redis.call('GET', KEYS[3]) or '') ~= ARGV[7]) then
+  return 0
+end
+local ttl = tonumber(ARGV[4])
+local keep = ttl + 1000
+local header = {}
+for i = 9, #ARGV, 2 do
+  local tag = ARGV[i]
+  local tokenKey = ARGV[1] .. tag
+  local current = redis.call('GET', tokenKey)
+  if stamped and current ~= ARGV[i + 1] then return 0 end
+  if not current then
+    current = ARGV[8] .. '.' .. ARGV[8]
+    redis.call('SET', tokenKey, current, 'PX', keep)
+  elseif redis.call('PTTL', tokenKey) < keep then
+    redis.call('PEXPIRE', tokenKey, keep)
+  end
+  local setKey = ARGV[2] .. tag
+  redis.call('SADD', setKey, KEYS[1])
+  if redis.call('PTTL', setKey) < keep then redis.call('PEXPIRE', setKey, keep) end
+  header[#header + 1] = tag .. '=' .. current
+end
+redis.call('SET', KEYS[1], table.concat(header, ' ') .. '\\n' .. ARGV[3], 'PX', ttl)
 return 1`
 
-const EXPIRE_ENTRY = `
-local ttl = tonumber(ARGV[1])
+// ARGV: tag token prefix, 'hard' or 'soft', a new token part, then the tags. Changing the token is the invalidation
+// itself, O(1) per tag; removing the entries afterwards only reclaims memory.
+const INVALIDATE_TAGS = `
+for i = 4, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local hard, soft = string.match(redis.call('GET', key) or '.', '^([^.]*)%.(.*)$')
+  if ARGV[2] == 'hard' then hard = ARGV[3] else soft = ARGV[3] end
+  if redis.call('PTTL', key) > ${INVALIDATION_WINDOW_MS} then
+    redis.call('SET', key, hard .. '.' .. soft, 'KEEPTTL')
+  else
+    redis.call('SET', key, hard .. '.' .. soft, 'PX', ${INVALIDATION_WINDOW_MS})
+  end
+end
+return 1`
+
+// KEYS: entry. ARGV: tag token prefix, tag set prefix, ttl ms. Keeps the entry's tag records alive as long as it.
+const EXPIRE = `
+local ttl = tonumber(ARGV[3])
 if redis.call('PEXPIRE', KEYS[1], ttl) == 0 then return 0 end
-if redis.call('PEXPIRE', KEYS[2], ttl) == 1 then
-  for _, tag in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    local tagKey = ARGV[2] .. tag
-    redis.call('SADD', tagKey, KEYS[1])
-    if redis.call('PTTL', tagKey) < ttl + 1000 then redis.call('PEXPIRE', tagKey, ttl + 1000) end
+local value = redis.call('GETRANGE', KEYS[1], 0, 65535)
+local newline = string.find(value, '\\n', 1, true)
+if newline then
+  for tag in string.gmatch(string.sub(value, 1, newline - 1), '([^ =]+)=[^ ]+') do
+    for _, key in ipairs({ ARGV[1] .. tag, ARGV[2] .. tag }) do
+      if redis.call('PTTL', key) < ttl + 1000 then redis.call('PEXPIRE', key, ttl + 1000) end
+    end
   end
 end
 return 1`
@@ -39,6 +107,7 @@ const INFO_FIELDS = [
   'keyspace_hits', 'keyspace_misses', 'evicted_keys', 'expired_keys'
 ]
 const BATCH = 500
+const NEWLINE = 0x0a
 
 /** A Lua script run by its SHA, sent whole only when Redis does not know it yet (after a restart, say). */
 class Script {
@@ -49,50 +118,86 @@ class Script {
 
   async run (client: Redis, keys: string[], args: Array<string | number | Buffer>): Promise<unknown> {
     try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args)
+      return await client.callBuffer('EVALSHA', this.sha, keys.length, ...keys, ...args)
     } catch (error) {
       if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
-      return await client.eval(this.source, keys.length, ...keys, ...args)
+      return await client.callBuffer('EVAL', this.source, keys.length, ...keys, ...args)
     }
   }
 }
 
-const setEntry = new Script(SET_ENTRY)
-const expireEntry = new Script(EXPIRE_ENTRY)
+const read = new Script(READ)
+const write = new Script(WRITE)
+const invalidateTags = new Script(INVALIDATE_TAGS)
+const expire = new Script(EXPIRE)
 
-/** Entries live at `<prefix>:e:<id>`, their tag lists at `<prefix>:m:<id>`, tag sets at `<prefix>:t:<tag>`. */
 export class RedisStore implements CacheStore {
   readonly kind = 'redis'
   readonly local = false
   private readonly entryPrefix: string
-  private readonly tagListPrefix: string
-  private readonly tagPrefix: string
+  private readonly tokenPrefix: string
+  private readonly tagSetPrefix: string
+  private readonly tombstonePrefix: string
+  private readonly epochKey: string
 
   constructor (private readonly client: Redis, prefix: string) {
     this.entryPrefix = prefix + ':e:'
-    this.tagListPrefix = prefix + ':m:'
-    this.tagPrefix = prefix + ':t:'
+    this.tokenPrefix = prefix + ':g:'
+    this.tagSetPrefix = prefix + ':t:'
+    this.tombstonePrefix = prefix + ':v:'
+    this.epochKey = prefix + ':p'
+  }
+
+  async read (id: string, tags: readonly string[]): Promise<StoreRead> {
+    const reply = await read.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey],
+      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, ...Buffer[]]
+    const [raw, state, tombstone, epoch, ...tokens] = reply
+    const stamp: WriteStamp = {
+      tombstone: tombstone.toString(),
+      epoch: epoch.toString(),
+      tags: tags.map((tag, i) => [tag, tokens[i].toString()] as const)
+    }
+    const value = raw === null || state === 2 ? null : payload(raw)
+    return { value, stale: value !== null && state === 1, stamp }
   }
 
   async get (id: string): Promise<Buffer | null> {
-    return await this.client.getBuffer(this.entryPrefix + id)
+    return (await this.read(id, [])).value
   }
 
-  async set (id: string, value: Buffer, options: StoreSetOptions): Promise<void> {
+  async set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> {
     const ttlMs = Math.max(1, Math.round(options.ttlMs))
-    await setEntry.run(this.client, [this.entryPrefix + id, this.tagListPrefix + id], [value, ttlMs, this.tagPrefix, ...(options.tags ?? [])])
+    const stamp = options.stamp
+    const captured = new Map(stamp?.tags)
+    const pairs = (options.tags ?? []).flatMap((tag) => [tag, captured.get(tag) ?? ''])
+    const written = await write.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey], [
+      this.tokenPrefix, this.tagSetPrefix, value, ttlMs, stamp === undefined ? '0' : '1',
+      stamp?.tombstone ?? '', stamp?.epoch ?? '', newTokenPart(), ...pairs
+    ])
+    return written === 1
   }
 
   async delete (ids: readonly string[]): Promise<number> {
-    return await this.unlinkEntries(ids.map((id) => this.entryPrefix + id))
+    let count = 0
+    for (let i = 0; i < ids.length; i += BATCH) {
+      const batch = ids.slice(i, i + BATCH)
+      const pipeline = this.client.pipeline()
+      for (const id of batch) pipeline.set(this.tombstonePrefix + id, newTokenPart(), 'PX', INVALIDATION_WINDOW_MS)
+      pipeline.unlink(...batch.map((id) => this.entryPrefix + id))
+      const results = await pipeline.exec()
+      const [error, unlinked] = results?.at(-1) ?? [new Error('no reply')]
+      if (error !== null && error !== undefined) throw error
+      count += Number(unlinked)
+    }
+    return count
   }
 
   async exists (id: string): Promise<boolean> {
-    return await this.client.exists(this.entryPrefix + id) === 1
+    return (await this.get(id)) !== null
   }
 
   async expire (id: string, seconds: number): Promise<boolean> {
-    return await expireEntry.run(this.client, [this.entryPrefix + id, this.tagListPrefix + id], [seconds * 1000, this.tagPrefix]) === 1
+    return await expire.run(this.client, [this.entryPrefix + id], [this.tokenPrefix, this.tagSetPrefix, seconds * 1000]) === 1
   }
 
   async ttl (id: string): Promise<number> {
@@ -101,19 +206,17 @@ export class RedisStore implements CacheStore {
     return ms < 0 ? ms : Math.ceil(ms / 1000)
   }
 
-  async invalidateTags (tagIds: readonly string[]): Promise<number> {
-    const tagKeys = tagIds.map((tag) => this.tagPrefix + tag)
-    const members = new Set<string>()
-    for (const tagKey of tagKeys) {
-      for (const key of await this.client.smembers(tagKey)) members.add(key)
-    }
-    // Entries first: if this fails half way, the tag sets still name what is left, and a retry finishes the job.
-    const count = await this.unlinkEntries([...members])
-    await this.unlink(tagKeys)
+  async invalidateTags (tags: readonly string[], options: { soft?: boolean } = {}): Promise<number> {
+    const soft = options.soft === true
+    await invalidateTags.run(this.client, [], [this.tokenPrefix, soft ? 'soft' : 'hard', newTokenPart(), ...tags])
+    let count = 0
+    for (const tag of tags) count += await this.reclaim(tag, soft)
     return count
   }
 
   async deletePattern (glob: string): Promise<number> {
+    // A new epoch refuses the writes of misses in flight, whose keys SCAN cannot see yet.
+    await this.client.set(this.epochKey, newTokenPart(), 'PX', INVALIDATION_WINDOW_MS)
     // Only * and ? are wildcards in a store pattern; [ ] and \ are literal, as in the memory store.
     const match = escapeGlob(this.entryPrefix) + glob.replace(/[[\]\\]/g, '\\$&')
     let cursor = '0'
@@ -121,7 +224,7 @@ export class RedisStore implements CacheStore {
     do {
       const [next, keys] = await this.client.scan(cursor, 'MATCH', match, 'COUNT', 1000)
       cursor = next
-      count += await this.unlinkEntries(keys)
+      if (keys.length > 0) count += await this.client.unlink(...keys)
     } while (cursor !== '0')
     return count
   }
@@ -144,15 +247,37 @@ export class RedisStore implements CacheStore {
     // The client belongs to whoever created it; the plugin closes the ones it opened itself.
   }
 
-  /** Unlinks entry keys with their tag lists; resolves to how many entries existed. */
-  private async unlinkEntries (entryKeys: readonly string[]): Promise<number> {
-    await this.unlink(entryKeys.map((key) => this.tagListPrefix + key.slice(this.entryPrefix.length)))
-    return await this.unlink(entryKeys)
-  }
-
-  private async unlink (keys: readonly string[]): Promise<number> {
+  /**
+   * Counts (and, after a hard invalidation, removes) the entries of a tag set that still carry the tag: an entry
+   * rewritten without it stays in the set until the set expires, and must be neither counted nor removed.
+   */
+  private async reclaim (tag: string, soft: boolean): Promise<number> {
+    const setKey = this.tagSetPrefix + tag
+    const marker = tag + '='
     let count = 0
-    for (let i = 0; i < keys.length; i += BATCH) count += await this.client.unlink(...keys.slice(i, i + BATCH))
+    let cursor = '0'
+    do {
+      const [next, members] = await this.client.sscan(setKey, cursor, 'COUNT', BATCH)
+      cursor = next
+      if (members.length === 0) continue
+      const pipeline = this.client.pipeline()
+      for (const member of members) pipeline.getrange(member, 0, 65535)
+      const heads = await pipeline.exec() ?? []
+      const carrying = members.filter((_, i) => {
+        const head = heads[i]?.[1]
+        if (typeof head !== 'string') return false
+        const header = head.slice(0, Math.max(0, head.indexOf('\n')))
+        return (' ' + header).includes(' ' + marker)
+      })
+      count += carrying.length
+      if (!soft && carrying.length > 0) await this.client.unlink(...carrying)
+    } while (cursor !== '0')
+    if (!soft) await this.client.unlink(setKey)
     return count
   }
+}
+
+/** The value bytes after the entry's header line, without a copy. */
+function payload (raw: Buffer): Buffer {
+  return raw.subarray(raw.indexOf(NEWLINE) + 1)
 }

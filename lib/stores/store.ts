@@ -1,22 +1,35 @@
 /**
  * What every store implements. A store keeps bytes under ids (encoded keys, already safe for Redis) with a TTL and
  * tags; it knows nothing about HTTP. One contract suite (test/store-contract.ts) runs against every store.
+ *
+ * Invalidation is by tokens, not by timestamps: every tag has a current token, each entry records the tokens of its
+ * tags when written, and an entry whose recorded token differs from the current one is invalid (hard) or stale
+ * (soft). A tag whose token record is gone (expired or evicted) gets a new token, so its old entries never become
+ * fresh again. A read returns a stamp (the tokens it saw, plus the key's tombstone and the pattern epoch); a write
+ * that presents it is refused when an invalidation happened in between, so a slow miss never writes an old value back.
  */
 export interface CacheStore {
   readonly kind: string
   /** True when calls never leave the process, so they need no deadline. */
   readonly local: boolean
+  /** Reads an entry and the stamp a later conditional write needs; `tags` are the tags that write will carry. */
+  read (id: string, tags: readonly string[]): Promise<StoreRead>
+  /** The value of a valid (or soft-invalidated) entry, or null. */
   get (id: string): Promise<Buffer | null>
-  set (id: string, value: Buffer, options: StoreSetOptions): Promise<void>
-  /** Removes entries; resolves to how many existed. */
+  /** Writes an entry; with a stamp, resolves false and writes nothing when an invalidation happened since the read. */
+  set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean>
+  /** Removes entries and blocks in-flight writes of them; resolves to how many existed. */
   delete (ids: readonly string[]): Promise<number>
   exists (id: string): Promise<boolean>
   /** Sets a new TTL on an existing entry; false when there is none. */
   expire (id: string, seconds: number): Promise<boolean>
-  /** Seconds left; -2 when the entry does not exist, -1 when it never expires (as Redis TTL). */
+  /** Seconds left, rounded up; -2 when the entry does not exist, -1 when it never expires (as Redis TTL). */
   ttl (id: string): Promise<number>
-  /** Removes every entry that carries any of the tags; resolves to how many were removed. */
-  invalidateTags (tagIds: readonly string[]): Promise<number>
+  /**
+   * Hard: every entry carrying any of the tags becomes a miss (and is removed). Soft: they become stale but stay.
+   * Resolves to how many entries were affected (exact unless some expired or were evicted meanwhile).
+   */
+  invalidateTags (tags: readonly string[], options?: { soft?: boolean }): Promise<number>
   /** Removes every entry whose id matches the glob (only `*` and `?` are wildcards); resolves to the count. */
   deletePattern (glob: string): Promise<number>
   /** The store's own figures, for stats(). */
@@ -25,10 +38,35 @@ export interface CacheStore {
   close (): Promise<void>
 }
 
+export interface StoreRead {
+  value: Buffer | null
+  /** The entry is there but one of its tags was soft-invalidated since it was written. */
+  stale: boolean
+  stamp: WriteStamp
+}
+
+/** Opaque to callers: what a read saw, for a later conditional write. */
+export interface WriteStamp {
+  readonly tombstone: string
+  readonly epoch: string
+  readonly tags: ReadonlyArray<readonly [string, string]>
+}
+
 export interface StoreSetOptions {
   ttlMs: number
   /** Encoded tag ids. */
   tags?: readonly string[]
+  /** From a read of this id: the write is refused if an invalidation happened since. */
+  stamp?: WriteStamp
+}
+
+/** How long a tombstone or an unused tag token lives: a miss slower than this may still write back. */
+export const INVALIDATION_WINDOW_MS = 10 * 60 * 1000
+
+/** A token is `<hard>.<soft>`: a hard invalidation changes the first half, a soft one the second. */
+export function tokenHalves (token: string): [string, string] {
+  const dot = token.indexOf('.')
+  return dot === -1 ? [token, ''] : [token.slice(0, dot), token.slice(dot + 1)]
 }
 
 /** The glob of a store pattern as a regular expression, for stores that cannot match globs themselves. */
