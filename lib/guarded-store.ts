@@ -29,9 +29,9 @@ export class GuardedStore {
     }
   }
 
-  async write<T> (operation: string, call: (store: CacheStore) => Promise<T>, route?: CacheCounters): Promise<T> {
+  async write<T> (operation: string, call: (store: CacheStore) => Promise<T>, route?: CacheCounters, timeoutMs = this.timeoutMs): Promise<T> {
     try {
-      return await this.withDeadline(operation, call)
+      return await this.withDeadline(operation, call, timeoutMs)
     } catch (error) {
       this.failed(operation, error, route)
       if (error instanceof FST_CACHE_STORE_TIMEOUT) throw error
@@ -52,10 +52,10 @@ export class GuardedStore {
     this.log.warn({ err: error, operation, suppressed: last?.suppressed ?? 0 }, 'cache store operation failed; serving uncached')
   }
 
-  private withDeadline<T> (operation: string, call: (store: CacheStore) => Promise<T>): Promise<T> {
+  private withDeadline<T> (operation: string, call: (store: CacheStore) => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
     if (this.store.local) return call(this.store)
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new FST_CACHE_STORE_TIMEOUT(operation, this.timeoutMs)), this.timeoutMs)
+      const timer = setTimeout(() => reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs)), timeoutMs)
       call(this.store).then(
         (value) => { clearTimeout(timer); resolve(value) },
         (error: unknown) => { clearTimeout(timer); reject(error) }

@@ -2,10 +2,13 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { GuardedStore } from './guarded-store'
 import { ResponseCache, kCacheState } from './http/hooks'
+import { attachInvalidation } from './http/invalidates'
+import { FST_CACHE_INVALID_OPTION } from './errors'
 import { type PluginSettings, compileRoute } from './http/route'
 import { type CachePluginOptions, DEFAULTS, PluginOptionsSchema, type RouteCacheOptions, assertValid } from './options'
 import { type CacheService, StoreCacheService } from './service'
 import { CacheStats } from './stats'
+import { type WarmResult, scheduleWarming } from './warm'
 import { openStore } from './stores/open'
 
 declare module 'fastify' {
@@ -33,22 +36,64 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const stats = new CacheStats()
   const { store, close } = await openStore(app, options, settings)
   const guarded = new GuardedStore(store, settings.storeTimeoutMs, app.log, stats)
-  const cache = new ResponseCache(guarded, stats)
+  const inject = app.inject.bind(app)
+  const cache = new ResponseCache(guarded, stats, inject)
 
-  app.decorate('cacheService', new StoreCacheService(guarded, stats, settings.ttl))
+  const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
+  app.decorate('cacheService', service)
   app.decorateRequest(kCacheState, null)
   app.addHook('onRoute', (routeOptions) => {
     const config = routeOptions.config?.cache
     if (config === undefined || config === false) return
-    cache.attach(routeOptions, compileRoute(config, routeOptions.url, settings, stats))
+    const route = compileRoute(config, routeOptions.url, settings, stats)
+    const methods = [routeOptions.method].flat()
+    const reads = methods.includes('GET') || methods.includes('HEAD')
+    if (route.invalidatesOf !== undefined) {
+      if (reads) throw new FST_CACHE_INVALID_OPTION(`route ${routeOptions.url}: option "config.cache.invalidates" is for POST, PUT, PATCH and DELETE routes`)
+      attachInvalidation(routeOptions, route, service, guarded)
+    }
+    if (reads) cache.attach(routeOptions, route)
   })
+  scheduleMaintenance(app, service, options)
   app.addHook('onClose', close)
+}
+
+/**
+ * Warming and cleanup start once the app is ready, in the background: warming goes through app.inject, which waits
+ * for ready itself, so awaiting it inside onReady would never finish.
+ */
+function scheduleMaintenance (app: FastifyInstance, service: CacheService, options: CachePluginOptions): void {
+  const { warm, cleanup } = options
+  const handles: Array<{ stop: () => void }> = []
+  const logWarm = (result: WarmResult): void => {
+    const level = result.failed > 0 ? 'warn' : 'info'
+    app.log[level]({ ok: result.ok, failed: result.failed, durationMs: result.durationMs, errors: result.errors.slice(0, 5) }, 'cache warming done')
+  }
+  app.addHook('onReady', async () => {
+    const concurrency = warm?.concurrency
+    if (warm?.onReady !== undefined) {
+      const targets = warm.onReady
+      setImmediate(() => { service.warm(targets, { concurrency }).then(logWarm, (error: unknown) => app.log.error({ err: error }, 'cache warming failed')) })
+    }
+    const schedule = warm?.schedule
+    if (schedule !== undefined) {
+      handles.push(scheduleWarming(async () => logWarm(await service.warm(schedule.targets, { concurrency })), schedule))
+    }
+    if (cleanup !== undefined) {
+      handles.push(scheduleWarming(async () => app.log.info(await service.cleanup(), 'cache cleanup done'), { intervalMs: cleanup.intervalMs, jitterMs: cleanup.intervalMs / 10 }))
+    }
+  })
+  app.addHook('onClose', async () => { for (const handle of handles) handle.stop() })
 }
 
 export default fp(responseCache, { fastify: '5.x', name: 'fastify-response-cache' })
 export { responseCache }
-export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, LookupPhase } from './options'
-export type { CacheService, SetOptions } from './service'
+export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase } from './options'
+export type { CacheService, SetOptions, InvalidateTagsOptions } from './service'
+export type { WarmTarget, WarmOptions, WarmResult, WarmProgress } from './warm'
+export type { CachedOptions, CachedFunction } from './cached'
+export { stableHash } from './cached'
+export type { CleanupReport } from './stores/store'
 export type { CacheKey, KeyPart } from './keys'
 export type { CacheStatsSnapshot, CounterSnapshot, CacheCounters } from './stats'
 export type { CacheStore, StoreSetOptions } from './stores/store'

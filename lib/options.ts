@@ -1,9 +1,10 @@
 import { Type, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Redis, RedisOptions } from 'ioredis'
 import { FST_CACHE_INVALID_OPTION } from './errors'
 import type { CacheKey } from './keys'
+import type { WarmTarget } from './warm'
 
 /** Where the cache lookup runs. See the README: `handler` is safe by default, `onRequest` is faster for public data. */
 export type LookupPhase = 'handler' | 'onRequest'
@@ -32,6 +33,14 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
   connectTimeoutMs?: number
   /** Bounds of the in-memory store used when there is no Redis. */
   memory?: { maxEntries?: number, maxBytes?: number }
+  /** Warming right after ready (in the background) and on a schedule with jitter. */
+  warm?: {
+    onReady?: WarmTarget[]
+    schedule?: { intervalMs: number, jitterMs?: number, targets: WarmTarget[] }
+    concurrency?: number
+  }
+  /** A cleanup pass on a schedule (see cacheService.cleanup). */
+  cleanup?: { intervalMs: number }
 }
 
 export interface RouteCacheOptions extends CacheBehaviourOptions {
@@ -43,15 +52,28 @@ export interface RouteCacheOptions extends CacheBehaviourOptions {
   vary?: string[]
   /** Cache-Control to send when the handler set none; false sends none. Default: public or private, max-age=ttl. */
   cacheControl?: string | false
+  /**
+   * On a POST, PUT, PATCH or DELETE route: the tags to invalidate after a successful (2xx) response, before it is
+   * sent, so that the client's next read is fresh. Never after a failed one.
+   */
+  invalidates?: string[] | InvalidationBuilder
+  /**
+   * Seconds before expiry within which a hit also refreshes the entry in the background (one refresh per key at a
+   * time), so that entries that are read keep being fresh and their readers never wait for a miss.
+   */
+  refreshAhead?: number
 }
 
 // Taken from method signatures, whose parameters TypeScript checks bivariantly: a builder may then annotate its
 // request more narrowly, e.g. FastifyRequest<{ Querystring: Q }>, since route config cannot see the route's generics.
 export type KeyBuilder = { build (request: FastifyRequest): CacheKey }['build']
 export type TagBuilder = { build (request: FastifyRequest): string[] }['build']
+export type InvalidationBuilder = { build (request: FastifyRequest, reply: FastifyReply): string[] }['build']
 
 const Seconds = Type.Integer({ minimum: 1, maximum: 365 * 24 * 3600 })
 const Status = Type.Integer({ minimum: 100, maximum: 499 })
+
+const WarmTargetSchema = Type.Union([Type.String({ minLength: 1 }), Type.Object({})])
 
 const behaviour = {
   ttl: Type.Optional(Seconds),
@@ -70,7 +92,17 @@ export const PluginOptionsSchema = Type.Object({
   memory: Type.Optional(Type.Object({
     maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
     maxBytes: Type.Optional(Type.Integer({ minimum: 1024 }))
-  }, { additionalProperties: false }))
+  }, { additionalProperties: false })),
+  warm: Type.Optional(Type.Object({
+    onReady: Type.Optional(Type.Array(WarmTargetSchema)),
+    schedule: Type.Optional(Type.Object({
+      intervalMs: Type.Integer({ minimum: 1000 }),
+      jitterMs: Type.Optional(Type.Integer({ minimum: 0 })),
+      targets: Type.Array(WarmTargetSchema)
+    }, { additionalProperties: false })),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 }))
+  }, { additionalProperties: false })),
+  cleanup: Type.Optional(Type.Object({ intervalMs: Type.Integer({ minimum: 1000 }) }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 const KeyPartSchema = Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null(), Type.Undefined(), Type.BigInt()])
@@ -80,7 +112,9 @@ export const RouteOptionsSchema = Type.Object({
   key: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(KeyPartSchema, { minItems: 1 }), Type.Function([], Type.Unknown())])),
   tags: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 })), Type.Function([], Type.Unknown())])),
   vary: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' }))),
-  cacheControl: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Literal(false)]))
+  cacheControl: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Literal(false)])),
+  invalidates: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 })), Type.Function([], Type.Unknown())])),
+  refreshAhead: Type.Optional(Seconds)
 }, { additionalProperties: false })
 
 /**

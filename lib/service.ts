@@ -4,7 +4,10 @@ import { type CacheKey, idPattern, keyId, tagId } from './keys'
 import { decodeValue, encodeValue } from './serializer'
 import type { CacheStats, CacheStatsSnapshot } from './stats'
 import { FST_CACHE_INVALID_OPTION } from './errors'
-import type { WriteStamp } from './stores/store'
+import type { CleanupReport, WriteStamp } from './stores/store'
+import type { FastifyInstance } from 'fastify'
+import { type CachedFunction, type CachedOptions, createCached } from './cached'
+import { type WarmOptions, type WarmResult, type WarmTarget, warmTargets } from './warm'
 
 export interface SetOptions {
   /** Seconds; the plugin's `ttl` when omitted. */
@@ -37,16 +40,24 @@ export interface CacheService {
   invalidateTags (tags: string | string[], options?: InvalidateTagsOptions): Promise<number>
   /** Deletes the entries whose key matches, e.g. `exec:dashboard:ws42:*` (`*` and `?` are wildcards); the count. */
   invalidatePattern (pattern: string): Promise<number>
+  /** Wraps a function so that its results are cached by its arguments; `.invalidate(...args)` drops one. */
+  cached<A extends unknown[], R> (fn: (...args: A) => R | Promise<R>, options?: CachedOptions<A>): CachedFunction<A, R>
+  /** Refreshes entries: URLs of cached routes (through app.inject) and `{ key, compute }` values. Never throws per target. */
+  warm (targets: readonly WarmTarget[], options?: WarmOptions): Promise<WarmResult>
+  /** Maintenance pass over the prefix (see CleanupReport); its entry and byte counts also appear in stats(). */
+  cleanup (): Promise<CleanupReport>
   stats (): Promise<CacheStatsSnapshot>
 }
 
 export class StoreCacheService implements CacheService {
   private readonly inFlight = new Map<string, Promise<unknown>>()
+  private lastCleanup: { entries: number, bytes: number, at: string } | undefined
 
   constructor (
     private readonly guarded: GuardedStore,
     private readonly stats_: CacheStats,
-    private readonly defaultTtl: number
+    private readonly defaultTtl: number,
+    private readonly inject: FastifyInstance['inject']
   ) {}
 
   async get<T = unknown> (key: CacheKey): Promise<T | undefined> {
@@ -98,8 +109,11 @@ export class StoreCacheService implements CacheService {
   }
 
   async invalidateTags (tags: string | string[], options: InvalidateTagsOptions = {}): Promise<number> {
-    const ids = (typeof tags === 'string' ? [tags] : tags).map(tagId)
-    return await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids, options))
+    const names = typeof tags === 'string' ? [tags] : tags
+    const ids = names.map(tagId)
+    const count = await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids, options))
+    this.stats_.invalidated(names)
+    return count
   }
 
   async invalidatePattern (pattern: string): Promise<number> {
@@ -107,10 +121,30 @@ export class StoreCacheService implements CacheService {
     return await this.guarded.write('invalidatePattern', (store) => store.deletePattern(glob))
   }
 
+  cached<A extends unknown[], R> (fn: (...args: A) => R | Promise<R>, options?: CachedOptions<A>): CachedFunction<A, R> {
+    return createCached(this, fn, options)
+  }
+
+  async warm (targets: readonly WarmTarget[], options?: WarmOptions): Promise<WarmResult> {
+    const result = await warmTargets({ inject: this.inject, service: this }, targets, options)
+    this.stats_.warmed(result)
+    return result
+  }
+
+  async cleanup (): Promise<CleanupReport> {
+    const report = await this.guarded.write('cleanup', (store) => store.cleanup(), undefined, CLEANUP_TIMEOUT_MS)
+    this.lastCleanup = { entries: report.entries, bytes: report.bytes, at: new Date().toISOString() }
+    return report
+  }
+
   async stats (): Promise<CacheStatsSnapshot> {
     const store = this.guarded.store
     const figures = await this.guarded.read('info', (s) => s.info(), {})
-    return this.stats_.snapshot({ ...figures, kind: store.kind })
+    // Counting entries in Redis means a SCAN of the prefix: stats() reports the last cleanup pass's count instead.
+    const counted: Record<string, string | number> = this.lastCleanup === undefined
+      ? {}
+      : { entriesCounted: this.lastCleanup.entries, bytesCounted: this.lastCleanup.bytes, countedAt: this.lastCleanup.at }
+    return this.stats_.snapshot({ ...counted, ...figures, kind: store.kind })
   }
 
   private async computeOnce<T> (id: string, compute: () => T | Promise<T>, options: SetOptions): Promise<T> {
@@ -153,6 +187,9 @@ export class StoreCacheService implements CacheService {
     return await this.guarded.write('set', (store) => store.set(id, bytes, { ttlMs: ttl * 1000, tags, stamp }))
   }
 }
+
+/** A cleanup pass walks the whole prefix in batches; it gets far more than one store call's deadline. */
+const CLEANUP_TIMEOUT_MS = 10 * 60 * 1000
 
 /** An HTTP entry read through the service: its body, JSON-parsed when it is JSON. */
 function bodyValue (bytes: Buffer): unknown {

@@ -22,10 +22,16 @@ export interface CounterSnapshot extends CacheCounters {
 
 export interface CacheStatsSnapshot extends CounterSnapshot {
   routes: Record<string, CounterSnapshot>
+  /** Invalidations by tag (hard and soft), for the most recently invalidated tags. */
+  invalidations: Record<string, number>
+  /** The last warming run, if any. */
+  lastWarm: { ok: number, failed: number, durationMs: number, at: string } | null
   /** Why responses were not stored, by reason. */
   skippedBy: Record<string, number>
   store: { kind: string } & Record<string, string | number>
 }
+
+const MAX_TAGS_TRACKED = 1000
 
 function emptyCounters (): CacheCounters {
   return { hits: 0, misses: 0, stale: 0, bypass: 0, errors: 0, stored: 0, skipped: 0, raced: 0 }
@@ -40,6 +46,9 @@ export class CacheStats {
   private readonly overall = emptyCounters()
   private readonly byRoute = new Map<string, CacheCounters>()
   private readonly skippedBy = new Map<string, number>()
+  // Insertion-ordered, re-inserted on each count: the oldest tags are dropped first, so the map stays bounded.
+  private readonly invalidations = new Map<string, number>()
+  private lastWarm: CacheStatsSnapshot['lastWarm'] = null
 
   /** Counters of one route, created once when the route is compiled so that the hot path only increments. */
   route (name: string): CacheCounters {
@@ -58,9 +67,29 @@ export class CacheStats {
     this.skippedBy.set(reason, (this.skippedBy.get(reason) ?? 0) + 1)
   }
 
+  invalidated (tags: readonly string[]): void {
+    for (const tag of tags) {
+      const count = (this.invalidations.get(tag) ?? 0) + 1
+      this.invalidations.delete(tag)
+      this.invalidations.set(tag, count)
+      if (this.invalidations.size > MAX_TAGS_TRACKED) this.invalidations.delete(this.invalidations.keys().next().value as string)
+    }
+  }
+
+  warmed (result: { ok: number, failed: number, durationMs: number }): void {
+    this.lastWarm = { ok: result.ok, failed: result.failed, durationMs: result.durationMs, at: new Date().toISOString() }
+  }
+
   snapshot (store: CacheStatsSnapshot['store']): CacheStatsSnapshot {
     const routes: Record<string, CounterSnapshot> = {}
     for (const [name, counters] of this.byRoute) routes[name] = withRate(counters)
-    return { ...withRate(this.overall), routes, skippedBy: Object.fromEntries(this.skippedBy), store }
+    return {
+      ...withRate(this.overall),
+      routes,
+      skippedBy: Object.fromEntries(this.skippedBy),
+      invalidations: Object.fromEntries(this.invalidations),
+      lastWarm: this.lastWarm,
+      store
+    }
   }
 }

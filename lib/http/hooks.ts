@@ -8,6 +8,7 @@ import type { StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Headers, UNSTORED_HEADERS, ageSeconds, defaultCacheControl, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
 import { type CompiledRoute, mayBypass, wantsBypass } from './route'
+import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
 
 export const kCacheState = Symbol('fastify-response-cache.state')
 
@@ -22,6 +23,8 @@ export interface RequestCacheState {
   stamp?: WriteStamp
   /** The response to store once it has been sent. */
   capture?: HttpEntry
+  /** A warming request: the entry is written before the response goes out, and the response says if it was. */
+  warm?: boolean
 }
 
 declare module 'fastify' {
@@ -31,6 +34,8 @@ declare module 'fastify' {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** Sent on warming responses only: whether the entry was written. */
+export const STORED_HEADER = 'x-cache-stored'
 /** The fallback of a failed read: no value and no stamp, so nothing is stored for that request. */
 const NOTHING_READ: StoreRead = { value: null, stale: false, stamp: { tombstone: '', epoch: '', tags: [] } }
 
@@ -41,7 +46,14 @@ function hookList (existing: Hook | Hook[] | undefined): Hook[] {
 
 /** The request path: the lookup, replying from an entry, capturing a miss, and storing it after it was sent. */
 export class ResponseCache {
-  constructor (private readonly guarded: GuardedStore, private readonly stats: CacheStats) {}
+  /** Keys being refreshed ahead of expiry by this process, so that one refresh runs per key. */
+  private readonly refreshing = new Set<string>()
+
+  constructor (
+    private readonly guarded: GuardedStore,
+    private readonly stats: CacheStats,
+    private readonly inject: FastifyInstance['inject']
+  ) {}
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
   attach (routeOptions: RouteOptions, route: CompiledRoute): void {
@@ -93,8 +105,10 @@ export class ResponseCache {
     request[kCacheState] = state
     const found = await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
     if (found !== NOTHING_READ) state.stamp = found.stamp
-    if (wantsBypass(request) && mayBypass(route, request)) {
+    const warming = isWarmRequest(request)
+    if (warming || (wantsBypass(request) && mayBypass(route, request))) {
       state.outcome = 'BYPASS'
+      state.warm = warming
       this.stats.count('bypass', route.counters)
       return false
     }
@@ -104,10 +118,23 @@ export class ResponseCache {
       state.outcome = 'HIT'
       this.stats.count('hits', route.counters)
       this.serve(request, reply, entry, route)
+      if (route.refreshAheadMs > 0 && entry.storedAt + entry.ttl * 1000 - Date.now() < route.refreshAheadMs) this.refresh(request, id)
       return true
     }
     this.stats.count('misses', route.counters)
     return false
+  }
+
+  /** Replays the request as a warming request after this one, to replace an entry that is about to expire. */
+  private refresh (request: FastifyRequest, id: string): void {
+    if (this.refreshing.has(id)) return
+    this.refreshing.add(id)
+    const headers = { ...request.headers, [WARM_HEADER]: warmToken }
+    setImmediate(() => {
+      this.inject({ method: 'GET', url: request.url, headers })
+        .catch((error: unknown) => this.guarded.failed('refreshAhead', error))
+        .finally(() => this.refreshing.delete(id))
+    })
   }
 
   private decode (bytes: Buffer, route: CompiledRoute): HttpEntry | undefined {
@@ -148,6 +175,7 @@ export class ResponseCache {
     const reason = unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
     if (reason !== undefined || body === undefined) {
       if (reason !== 'method') this.stats.skip(reason ?? 'stream', route.counters)
+      if (state.warm === true) reply.header(STORED_HEADER, '0')
       return done(null, payload)
     }
     const etag = headers.etag !== undefined ? String(headers.etag) : etagFor(body)
@@ -164,22 +192,39 @@ export class ResponseCache {
       reply.code(304)
       return done(null, EMPTY)
     }
+    if (state.warm === true) {
+      // Warming waits for the write, so that it can report entries that were not stored.
+      state.capture = undefined
+      this.write(request, state, capture).then((written) => {
+        reply.header(STORED_HEADER, written ? '1' : '0')
+        done(null, payload)
+      }, () => done(null, payload))
+      return
+    }
     done(null, payload)
   }
 
   /** Runs after the response has gone out, so storing never delays it; a failed write is logged and counted only. */
   private readonly onResponse = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-    const state = request[kCacheState]
-    const entry = state?.capture
     done()
-    if (state == null || entry === undefined) return
+    const state = request[kCacheState]
+    if (state != null && state.capture !== undefined) this.write(request, state, state.capture).catch(() => {})
+  }
+
+  /** Stores a captured response; resolves false when it was refused or failed (both counted). */
+  private async write (_request: FastifyRequest, state: RequestCacheState, entry: HttpEntry): Promise<boolean> {
     const route = state.route
     // Without a stamp (the read failed) the write is refused: it could otherwise undo an invalidation it never saw.
     const stamp = state.stamp
-    if (stamp === undefined) return
+    if (stamp === undefined) return false
     const bytes = encodeEntry(entry)
-    this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs: route.ttl * 1000, tags: state.tags, stamp }), route.counters)
-      .then((written) => this.stats.count(written ? 'stored' : 'raced', route.counters), () => {})
+    try {
+      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs: route.ttl * 1000, tags: state.tags, stamp }), route.counters)
+      this.stats.count(written ? 'stored' : 'raced', route.counters)
+      return written
+    } catch {
+      return false
+    }
   }
 }
 

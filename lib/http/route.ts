@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { FST_CACHE_INVALID_OPTION } from '../errors'
 import { type CacheKey, keyId, tagId } from '../keys'
 import { type CachePluginOptions, type LookupPhase, type RouteCacheOptions, RouteOptionsSchema, assertValid } from '../options'
@@ -16,11 +16,15 @@ export interface CompiledRoute {
   lookup: LookupPhase
   /** Lower-case request header names that are part of the key and of the response's Vary. */
   vary: string[]
+  /** Milliseconds before expiry within which a hit also refreshes the entry; 0 for never. */
+  refreshAheadMs: number
   keyOf (request: FastifyRequest): string
   tagsOf (request: FastifyRequest): string[] | undefined
+  /** The raw tag names a successful write invalidates; undefined when the route invalidates nothing. */
+  invalidatesOf: ((request: FastifyRequest, reply: FastifyReply) => string[]) | undefined
 }
 
-export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory'>>
+export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup'>>
 
 const BYPASS_PARAM = 'skip_cache'
 
@@ -42,9 +46,16 @@ export function compileRoute (
     allowBypass: options.allowBypass ?? settings.allowBypass,
     lookup: options.lookup ?? settings.lookup,
     vary,
+    refreshAheadMs: (options.refreshAhead ?? 0) * 1000,
     keyOf: compileKey(options.key, url, vary),
-    tagsOf: compileTags(options.tags)
+    tagsOf: compileTags(options.tags),
+    invalidatesOf: compileInvalidates(options.invalidates)
   }
+}
+
+function compileInvalidates (invalidates: RouteCacheOptions['invalidates']): CompiledRoute['invalidatesOf'] {
+  if (invalidates === undefined || typeof invalidates === 'function') return invalidates
+  return () => invalidates
 }
 
 function compileKey (key: RouteCacheOptions['key'], url: string, vary: string[]): (request: FastifyRequest) => string {

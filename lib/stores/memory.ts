@@ -1,4 +1,5 @@
-import { INVALIDATION_WINDOW_MS, type CacheStore, type StoreRead, type StoreSetOptions, type WriteStamp, globToRegExp, tokenHalves } from './store'
+import { performance } from 'node:perf_hooks'
+import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp, globToRegExp, tokenHalves } from './store'
 import { newTokenPart } from './tokens'
 
 export interface MemoryStoreOptions {
@@ -141,6 +142,23 @@ export class MemoryStore implements CacheStore {
       maxBytes: this.options.maxBytes,
       evicted_keys: this.evictions,
       expired_keys: this.expirations
+    }
+  }
+
+  async cleanup (): Promise<CleanupReport> {
+    const started = performance.now()
+    const before = this.tagTokens.size + this.tombstones.size
+    this.sweep(this.tagTokens)
+    this.sweep(this.tombstones)
+    let scanned = 0
+    for (const id of [...this.entries.keys()]) { scanned++; this.live(id) }
+    return {
+      scanned,
+      removedWithoutTtl: 0,
+      removedDangling: before - this.tagTokens.size - this.tombstones.size,
+      entries: this.entries.size,
+      bytes: this.bytes,
+      durationMs: performance.now() - started
     }
   }
 

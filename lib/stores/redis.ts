@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { escapeGlob } from '../keys'
-import { INVALIDATION_WINDOW_MS, type CacheStore, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
+import { performance } from 'node:perf_hooks'
+import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
 import { newTokenPart } from './tokens'
 
 // Layout under the prefix:
@@ -108,6 +109,7 @@ const INFO_FIELDS = [
 ]
 const BATCH = 500
 const NEWLINE = 0x0a
+const OWN_KEY = /^(?:[egtv]:|p$)/
 
 /** A Lua script run by its SHA, sent whole only when Redis does not know it yet (after a restart, say). */
 class Script {
@@ -140,7 +142,7 @@ export class RedisStore implements CacheStore {
   private readonly tombstonePrefix: string
   private readonly epochKey: string
 
-  constructor (private readonly client: Redis, prefix: string) {
+  constructor (private readonly client: Redis, private readonly prefix: string) {
     this.entryPrefix = prefix + ':e:'
     this.tokenPrefix = prefix + ':g:'
     this.tagSetPrefix = prefix + ':t:'
@@ -243,8 +245,60 @@ export class RedisStore implements CacheStore {
     return figures
   }
 
+  async cleanup (): Promise<CleanupReport> {
+    const started = performance.now()
+    const report: CleanupReport = { scanned: 0, removedWithoutTtl: 0, removedDangling: 0, entries: 0, bytes: 0, durationMs: 0 }
+    let cursor = '0'
+    do {
+      const [next, scanned] = await this.client.scan(cursor, 'MATCH', escapeGlob(this.prefix) + ':*', 'COUNT', 1000)
+      cursor = next
+      // Only the plugin's own kinds of key: another namespace nested under this prefix is not ours to touch.
+      const keys = scanned.filter((key) => OWN_KEY.test(key.slice(this.prefix.length + 1)))
+      report.scanned += keys.length
+      if (keys.length === 0) continue
+      const pipeline = this.client.pipeline()
+      for (const key of keys) {
+        pipeline.pttl(key)
+        if (key.startsWith(this.entryPrefix)) pipeline.strlen(key)
+      }
+      const replies = await pipeline.exec() ?? []
+      const orphans: string[] = []
+      let reply = 0
+      for (const key of keys) {
+        if (replies[reply++]?.[1] === -1) orphans.push(key)
+        if (key.startsWith(this.entryPrefix)) {
+          report.entries++
+          report.bytes += Number(replies[reply++]?.[1] ?? 0)
+        }
+      }
+      if (orphans.length > 0) report.removedWithoutTtl += await this.client.unlink(...orphans)
+      for (const key of keys) {
+        if (key.startsWith(this.tagSetPrefix) && !orphans.includes(key)) report.removedDangling += await this.pruneTagSet(key)
+      }
+    } while (cursor !== '0')
+    report.durationMs = performance.now() - started
+    return report
+  }
+
   async close (): Promise<void> {
     // The client belongs to whoever created it; the plugin closes the ones it opened itself.
+  }
+
+  /** Removes the members of a tag set whose entries are gone, in batches; resolves to how many. */
+  private async pruneTagSet (setKey: string): Promise<number> {
+    let removed = 0
+    let cursor = '0'
+    do {
+      const [next, members] = await this.client.sscan(setKey, cursor, 'COUNT', BATCH)
+      cursor = next
+      if (members.length === 0) continue
+      const pipeline = this.client.pipeline()
+      for (const member of members) pipeline.exists(member)
+      const replies = await pipeline.exec() ?? []
+      const gone = members.filter((_, i) => replies[i]?.[1] === 0)
+      if (gone.length > 0) removed += await this.client.srem(setKey, ...gone)
+    } while (cursor !== '0')
+    return removed
   }
 
   /**

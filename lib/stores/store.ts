@@ -34,8 +34,26 @@ export interface CacheStore {
   deletePattern (glob: string): Promise<number>
   /** The store's own figures, for stats(). */
   info (): Promise<Record<string, string | number>>
+  /**
+   * Maintenance: removes keys under the prefix that have no TTL (nothing the plugin writes lacks one) and tag-set
+   * members that point at nothing, in batches, and counts the entries and their bytes on the way.
+   */
+  cleanup (): Promise<CleanupReport>
   /** Releases what the store itself opened; never closes a client it was handed. */
   close (): Promise<void>
+}
+
+export interface CleanupReport {
+  /** Keys looked at. */
+  scanned: number
+  /** Keys without a TTL, removed. */
+  removedWithoutTtl: number
+  /** Tag-set members (or, in memory, token records and tombstones) that pointed at nothing, removed. */
+  removedDangling: number
+  /** Entries under the prefix, and the bytes of their values, when the pass ran. */
+  entries: number
+  bytes: number
+  durationMs: number
 }
 
 export interface StoreRead {
