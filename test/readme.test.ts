@@ -15,7 +15,7 @@ mkdirSync(dir, { recursive: true })
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
 interface Context { app?: FastifyInstance, workspaceId?: string, buildWeeklyReport?: (id: string) => unknown }
-type Example = (context: Context) => Promise<{ app: FastifyInstance }>
+type Example = (context: Context) => Promise<{ app: FastifyInstance, result?: unknown }>
 
 /** Turns a block into a module exporting `run(context)`: imports stay on top, the rest becomes the body. */
 async function load (block: string, index: number, redis: string): Promise<Example> {
@@ -26,11 +26,12 @@ async function load (block: string, index: number, redis: string): Promise<Examp
   if (!imports.some((line) => line.startsWith('import cache '))) imports.push("import cache from '../../lib/index'")
   const body = lines.filter((line) => !line.startsWith('import ')).join('\n')
   const given = ['app', 'workspaceId', 'buildWeeklyReport'].filter((name) => !new RegExp(`(const|let|function) ${name}\\b`).test(body))
+  const results = ['result'].filter((name) => new RegExp(`const ${name}\\b`).test(body))
   const source = `${imports.join('\n')}
 // eslint-disable-next-line
 export async function run ({ ${given.join(', ')} }: any): Promise<any> {
 ${body}
-  return { app }
+  return { app, ${results.join(', ')} }
 }
 `
   const file = join(dir, `example-${index}.ts`)
@@ -40,12 +41,12 @@ ${body}
 }
 
 t.test('the README has the examples this test knows', async (t) => {
-  t.equal(blocks.length, 4)
+  t.equal(blocks.length, 6)
 })
 
 t.test('README examples run as written', async (t) => {
   const redis = await redisUrl()
-  const [quickStart, bypass, service, withFastifyRedis] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
+  const [quickStart, bypass, service, invalidation, warming, withFastifyRedis] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
 
   t.test('quick start: a miss, a hit, and tag invalidation by an event', async (t) => {
     const { app } = await quickStart({})
@@ -88,6 +89,37 @@ t.test('README examples run as written', async (t) => {
     t.equal(builds, 1, 'the report was computed once')
     t.same(await app.cacheService.get(['report', 'weekly', 'ws9']), { id: 'ws9', builds: 1 })
     t.equal(await app.cacheService.exists('exec:dashboard:ws9:7d'), false, 'the pattern deleted the dashboard')
+  })
+
+  t.test('invalidation: a write route, tags, soft, key and pattern', async (t) => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(cache)
+    await app.cacheService.set('exec:dashboard:ws42:7d', 'dashboard', { tags: ['ws:42'] })
+    await app.cacheService.set('exec:dashboard:ws42:24h', 'other timeframe')
+    await invalidation({ app })
+    t.equal(await app.cacheService.get('exec:dashboard:ws42:7d'), undefined)
+    t.equal(await app.cacheService.get('exec:dashboard:ws42:24h'), undefined, 'the pattern reached the other timeframe')
+    await app.cacheService.set('exec:dashboard:ws9:7d', 'ws9', { tags: ['ws:ws9'] })
+    const event = await app.inject({ method: 'POST', url: '/events/agent-run-completed', payload: { workspace_id: 'ws9' } })
+    t.equal(event.statusCode, 200)
+    t.equal(await app.cacheService.get('exec:dashboard:ws9:7d'), undefined, 'the write route invalidated its workspace')
+    t.same((await app.cacheService.stats()).invalidations['ws:42'], 2)
+  })
+
+  t.test('warming: URLs and a computed value', async (t) => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(cache)
+    let runs = 0
+    app.get('/executive/overview', { config: { cache: true } }, async () => ({ runs: ++runs }))
+    app.get('/agents/:id/analytics', { config: { cache: true } }, async (request) => ({ auth: request.headers.authorization }))
+    const { result } = await warming({ app, buildWeeklyReport: (id: string) => ({ id }) })
+    t.match(result, { ok: 3, failed: 0, errors: [] })
+    t.same(await app.cacheService.get(['report', 'weekly', 'ws1']), { id: 'ws1' })
+    const hit = await app.inject('/executive/overview?workspace_id=ws1&timeframe=7d')
+    t.equal(hit.headers['x-cache'], 'HIT')
+    t.equal(runs, 1)
   })
 
   t.test('with @fastify/redis, its client is used', async (t) => {
