@@ -1,4 +1,4 @@
-import { decodeEntry, isEntryBytes } from './entry'
+import { type HttpEntry, decodeEntry, isEntryBytes } from './entry'
 import type { GuardedStore } from './guarded-store'
 import { type CacheKey, idPattern, keyId, tagId } from './keys'
 import { decodeValue, encodeValue } from './serializer'
@@ -10,9 +10,14 @@ import { type CachedFunction, type CachedOptions, createCached } from './cached'
 import { type WarmOptions, type WarmResult, type WarmTarget, warmTargets } from './warm'
 
 export interface SetOptions {
-  /** Seconds; the plugin's `ttl` when omitted. */
+  /** Seconds fresh; the plugin's `ttl` when omitted. */
   ttl?: number
   tags?: string[]
+  /**
+   * Seconds after freshness ends during which getOrCompute still answers with the old value at once while one
+   * refresh runs in the background (RFC 5861's idea, for values). Soft-invalidated values are served the same way.
+   */
+  staleWhileRevalidate?: number
 }
 
 export interface InvalidateTagsOptions {
@@ -51,6 +56,7 @@ export interface CacheService {
 
 export class StoreCacheService implements CacheService {
   private readonly inFlight = new Map<string, Promise<unknown>>()
+  private readonly refreshing = new Set<string>()
   private lastCleanup: { entries: number, bytes: number, at: string } | undefined
 
   constructor (
@@ -92,6 +98,7 @@ export class StoreCacheService implements CacheService {
   async getOrCompute<T> (key: CacheKey, compute: () => T | Promise<T>, options: SetOptions = {}): Promise<T> {
     const id = keyId(key)
     assertSeconds(options.ttl ?? this.defaultTtl, 'ttl')
+    if (options.staleWhileRevalidate !== undefined) assertSeconds(options.staleWhileRevalidate, 'staleWhileRevalidate')
     const pending = this.inFlight.get(id)
     if (pending !== undefined) return await (pending as Promise<T>)
     const flight = this.computeOnce(id, compute, options)
@@ -150,30 +157,56 @@ export class StoreCacheService implements CacheService {
   private async computeOnce<T> (id: string, compute: () => T | Promise<T>, options: SetOptions): Promise<T> {
     const tags = options.tags?.map(tagId) ?? []
     const found = await this.guarded.read('read', (store) => store.read(id, tags), undefined)
-    const cached = found?.value == null || found.stale ? undefined : this.decode<T>(found.value)
-    if (cached !== undefined) {
-      this.stats_.count('hits')
-      return cached
+    const current = found?.value == null ? undefined : this.decode<T>(found.value)
+    if (found !== undefined && current !== undefined) {
+      if (!found.stale && current.freshUntil > Date.now()) {
+        this.stats_.count('hits')
+        return current.value
+      }
+      if ((options.staleWhileRevalidate ?? 0) > 0) {
+        this.stats_.count('stale')
+        this.refreshInBackground(id, compute, options, found.stamp)
+        return current.value
+      }
     }
     this.stats_.count('misses')
     const value = await compute()
     // The value is good whatever happens to the write: a store failure is logged and counted, not thrown. Without
     // a stamp (the read failed) nothing is written, since the write could undo an invalidation it never saw.
-    if (value !== undefined && found !== undefined) {
-      await this.write(id, encodeValue(value), options, found.stamp)
-        .then((written) => { if (!written) this.stats_.count('raced') }, () => {})
-    }
+    if (value !== undefined && found !== undefined) await this.writeComputed(id, value, options, found.stamp)
     return value
+  }
+
+  /** One background refresh per key at a time; its failure is logged and counted, and the stale value stays. */
+  private refreshInBackground<T> (id: string, compute: () => T | Promise<T>, options: SetOptions, stamp: WriteStamp): void {
+    if (this.refreshing.has(id)) return
+    this.refreshing.add(id)
+    Promise.resolve()
+      .then(compute)
+      .then((value) => value === undefined ? undefined : this.writeComputed(id, value, options, stamp))
+      .catch((error: unknown) => this.guarded.failed('refresh', error))
+      .finally(() => this.refreshing.delete(id))
+  }
+
+  private async writeComputed (id: string, value: unknown, options: SetOptions, stamp: WriteStamp): Promise<void> {
+    await this.write(id, encodeValue(value), options, stamp)
+      .then((written) => { if (!written) this.stats_.count('raced') }, () => {})
   }
 
   private async read<T> (id: string): Promise<T | undefined> {
     const found = await this.guarded.read('read', (store) => store.read(id, []), undefined)
-    return found?.value == null || found.stale ? undefined : this.decode<T>(found.value)
+    const current = found?.value == null || found.stale ? undefined : this.decode<T>(found.value)
+    return current !== undefined && current.freshUntil > Date.now() ? current.value : undefined
   }
 
-  private decode<T> (bytes: Buffer): T | undefined {
+  private decode<T> (bytes: Buffer): { value: T, freshUntil: number } | undefined {
     try {
-      return (isEntryBytes(bytes) ? bodyValue(bytes) : decodeValue(bytes)) as T
+      if (isEntryBytes(bytes)) {
+        const entry = decodeEntry(bytes)
+        return { value: bodyValue(entry) as T, freshUntil: entry.storedAt + entry.ttl * 1000 }
+      }
+      const { inner, freshUntil } = unwrapFreshness(bytes)
+      return { value: decodeValue(inner) as T, freshUntil }
     } catch (error) {
       this.guarded.failed('decode', error)
       return undefined
@@ -183,8 +216,11 @@ export class StoreCacheService implements CacheService {
   private async write (id: string, bytes: Buffer, options: SetOptions, stamp?: WriteStamp): Promise<boolean> {
     const ttl = options.ttl ?? this.defaultTtl
     assertSeconds(ttl, 'ttl')
+    const staleFor = options.staleWhileRevalidate ?? 0
+    if (staleFor !== 0) assertSeconds(staleFor, 'staleWhileRevalidate')
     const tags = options.tags?.map(tagId)
-    return await this.guarded.write('set', (store) => store.set(id, bytes, { ttlMs: ttl * 1000, tags, stamp }))
+    const stored = staleFor === 0 ? bytes : wrapFreshness(bytes, Date.now() + ttl * 1000)
+    return await this.guarded.write('set', (store) => store.set(id, stored, { ttlMs: (ttl + staleFor) * 1000, tags, stamp }))
   }
 }
 
@@ -192,10 +228,27 @@ export class StoreCacheService implements CacheService {
 const CLEANUP_TIMEOUT_MS = 10 * 60 * 1000
 
 /** An HTTP entry read through the service: its body, JSON-parsed when it is JSON. */
-function bodyValue (bytes: Buffer): unknown {
-  const entry = decodeEntry(bytes)
+function bodyValue (entry: HttpEntry): unknown {
   const text = entry.body.toString('utf8')
   return /json/i.test(String(entry.headers['content-type'] ?? '')) ? JSON.parse(text) : text
+}
+
+// A value kept past its freshness (for stale-while-revalidate) carries when it stops being fresh:
+// 'F', then the time in milliseconds as a float64, then the value's own bytes.
+const FRESHNESS_MARKER = 0x46
+const FRESHNESS_BYTES = 9
+
+function wrapFreshness (bytes: Buffer, freshUntil: number): Buffer {
+  const head = Buffer.allocUnsafe(FRESHNESS_BYTES)
+  head[0] = FRESHNESS_MARKER
+  head.writeDoubleBE(freshUntil, 1)
+  return Buffer.concat([head, bytes])
+}
+
+/** Values without the marker are fresh for as long as the store keeps them. */
+function unwrapFreshness (bytes: Buffer): { inner: Buffer, freshUntil: number } {
+  if (bytes.length < FRESHNESS_BYTES || bytes[0] !== FRESHNESS_MARKER) return { inner: bytes, freshUntil: Infinity }
+  return { inner: bytes.subarray(FRESHNESS_BYTES), freshUntil: bytes.readDoubleBE(1) }
 }
 
 function assertSeconds (seconds: number, name: string): void {
