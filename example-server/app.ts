@@ -1,11 +1,12 @@
 /**
- * The demo application: the specification's analytics endpoints over a slow data source, cached by the plugin.
+ * The demo application: the specification's analytics endpoints over a slow data source, cached by the plugin, its
+ * event handlers that write and invalidate, and its query-result caching (execute_query_cached).
  * buildApp() returns the app without listening, so that tests can use inject(); server.ts makes it listen.
  */
 import { type Static, Type } from '@sinclair/typebox'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
-import cache from '../lib/index'
-import { AnalyticsDatabase, workspaceOfAgent } from './data'
+import cache, { type CachedFunction, stableHash } from '../lib/index'
+import { AnalyticsDatabase, type QueryRow, SQL, workspaceOfAgent } from './data'
 
 export interface BuildAppOptions {
   /** A redis:// URL; the in-memory store when omitted. */
@@ -17,10 +18,17 @@ export interface BuildAppOptions {
   prefix?: string
 }
 
-/** The app, with the data source it queries, so that tests can count the queries. */
-export type ExampleApp = FastifyInstance & { readonly db: AnalyticsDatabase }
+/** The specification's execute_query_cached: a query's rows, cached by its statement and parameters. */
+export type ExecuteQueryCached = CachedFunction<[sql: string, params: unknown[]], QueryRow[]>
+
+/**
+ * The app, with the data source it queries, so that tests can count the queries, and the cached query function, so
+ * that they can invalidate one of its entries.
+ */
+export type ExampleApp = FastifyInstance & { readonly db: AnalyticsDatabase, readonly executeQueryCached: ExecuteQueryCached }
 
 // TTLs of the specification's key strategy.
+const TTL_SHORT = 60
 const TTL_MEDIUM = 300
 const TTL_LONG = 1800
 
@@ -35,6 +43,31 @@ type AgentParams = Static<typeof AgentParamsSchema>
 const AgentQuerySchema = Type.Object({ timeframe: Timeframe })
 type AgentQuery = Static<typeof AgentQuerySchema>
 
+const Outcome = Type.Union([Type.Literal('success'), Type.Literal('failure'), Type.Literal('timeout')])
+/** A calendar day, YYYY-MM-DD (a real one: 2024-02-30 is refused). */
+const Day = Type.String({ format: 'date' })
+
+const AgentRunCompletedSchema = Type.Object({
+  workspace_id: Id,
+  agent_id: Id,
+  duration_ms: Type.Integer({ minimum: 0, maximum: 24 * 3600 * 1000 }),
+  outcome: Outcome
+})
+type AgentRunCompleted = Static<typeof AgentRunCompletedSchema>
+
+const UserActivityBodySchema = Type.Object({ user_id: Id, workspace_id: Id, date: Day })
+type UserActivityBody = Static<typeof UserActivityBodySchema>
+
+const UserParamsSchema = Type.Object({ userId: Id })
+type UserParams = Static<typeof UserParamsSchema>
+const ActivityQuerySchema = Type.Object({ date: Day })
+type ActivityQuery = Static<typeof ActivityQuerySchema>
+
+const WorkspaceParamsSchema = Type.Object({ workspaceId: Id })
+type WorkspaceParams = Static<typeof WorkspaceParamsSchema>
+const RunCountQuerySchema = Type.Object({ outcome: Type.Optional(Outcome) })
+type RunCountQuery = Static<typeof RunCountQuerySchema>
+
 const InvalidateBodySchema = Type.Object({
   tags: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
   pattern: Type.Optional(Type.String({ minLength: 1 })),
@@ -47,6 +80,9 @@ type InvalidateBody = Static<typeof InvalidateBodySchema>
 const overviewQuery = (request: FastifyRequest): OverviewQuery => request.query as OverviewQuery
 const agentIdOf = (request: FastifyRequest): string => (request.params as AgentParams).agentId
 const agentTimeframe = (request: FastifyRequest): AgentQuery['timeframe'] => (request.query as AgentQuery).timeframe
+const userIdOf = (request: FastifyRequest): string => (request.params as UserParams).userId
+const activityDate = (request: FastifyRequest): string => (request.query as ActivityQuery).date
+const completedRun = (request: FastifyRequest): AgentRunCompleted => request.body as AgentRunCompleted
 
 function notFound (message: string): { statusCode: number, error: string, message: string } {
   return { statusCode: 404, error: 'Not Found', message }
@@ -61,6 +97,21 @@ export async function buildApp (options: BuildAppOptions = {}): Promise<ExampleA
     prefix: options.prefix ?? 'example',
     ...(options.redisUrl === undefined ? {} : { redis: options.redisUrl })
   })
+
+  // The specification's execute_query_cached: rows cached by a hash of the statement and its parameters. Every query
+  // db.query() answers takes the workspace as $1, so the entries carry its tag and a write to the workspace (an
+  // agent-run event) drops them along with its dashboards.
+  const executeQueryCached: ExecuteQueryCached = app.cacheService.cached(
+    async (sql: string, params: unknown[]) => await db.query(sql, params),
+    {
+      name: 'query',
+      key: (sql, params) => ['query', stableHash({ sql, params })],
+      ttl: TTL_SHORT,
+      tags: (_sql, params) => [`ws:${String(params[0])}`]
+    }
+  )
+  app.decorate('executeQueryCached', executeQueryCached)
+  const knownWorkspace = (workspaceId: string): boolean => db.workspaces.some((workspace) => workspace.id === workspaceId)
 
   app.get<{ Querystring: OverviewQuery }>('/executive/overview', {
     schema: { querystring: OverviewQuerySchema },
@@ -111,6 +162,65 @@ export async function buildApp (options: BuildAppOptions = {}): Promise<ExampleA
     }
   })
 
+  app.get<{ Params: UserParams, Querystring: ActivityQuery }>('/users/:userId/activity', {
+    schema: { params: UserParamsSchema, querystring: ActivityQuerySchema },
+    config: {
+      cache: {
+        key: (request) => ['user', 'activity', userIdOf(request), activityDate(request)],
+        ttl: TTL_MEDIUM,
+        tags: (request) => [`user:${userIdOf(request)}`]
+      }
+    }
+  }, async (request) => {
+    const activity = await db.userActivity(request.params.userId, request.query.date)
+    return { ...activity, cached_at: new Date().toISOString() }
+  })
+
+  // Not route-cached: the count is cached by executeQueryCached, for TTL_SHORT seconds or until the workspace changes.
+  app.get<{ Params: WorkspaceParams, Querystring: RunCountQuery }>('/workspaces/:workspaceId/run-count', {
+    schema: { params: WorkspaceParamsSchema, querystring: RunCountQuerySchema }
+  }, async (request, reply) => {
+    const { workspaceId } = request.params
+    const { outcome } = request.query
+    // The workspaces are fixed at start, so this check needs no query.
+    if (!knownWorkspace(workspaceId)) return await reply.code(404).send(notFound(`workspace ${workspaceId} not found`))
+    const rows = outcome === undefined
+      ? await executeQueryCached(SQL.runCount, [workspaceId])
+      : await executeQueryCached(SQL.runCountByOutcome, [workspaceId, outcome])
+    return { workspace_id: workspaceId, ...(outcome === undefined ? {} : { outcome }), run_count: Number(rows[0]?.count ?? 0) }
+  })
+
+  // The specification's event handlers. An agent run changes its workspace's dashboards, its own analytics and the
+  // workspace's query results: the route option invalidates their tags after a 2xx answer, before it is sent, and
+  // never after a 4xx (a bad body, an unknown agent).
+  app.post<{ Body: AgentRunCompleted }>('/events/agent-run-completed', {
+    schema: { body: AgentRunCompletedSchema },
+    config: {
+      cache: {
+        invalidates: (request) => {
+          const { workspace_id: workspaceId, agent_id: agentId } = completedRun(request)
+          return [`ws:${workspaceId}`, `agent:${agentId}`]
+        }
+      }
+    }
+  }, async (request, reply) => {
+    const { workspace_id: workspaceId, agent_id: agentId, duration_ms: durationMs, outcome } = request.body
+    const recorded = await db.recordRun({ workspaceId, agentId, durationMs, outcome })
+    if (!recorded) return await reply.code(404).send(notFound(`agent ${agentId} not found in workspace ${workspaceId}`))
+    return await reply.code(201).send({ ok: true })
+  })
+
+  // The other way, as in the specification: the handler calls invalidateTags itself, once the write is done.
+  app.post<{ Body: UserActivityBody }>('/events/user-activity', {
+    schema: { body: UserActivityBodySchema }
+  }, async (request, reply) => {
+    const { user_id: userId, workspace_id: workspaceId, date } = request.body
+    const recorded = await db.recordActivity({ userId, workspaceId, date })
+    if (!recorded) return await reply.code(404).send(notFound(`workspace ${workspaceId} not found`))
+    await app.cacheService.invalidateTags([`user:${userId}`])
+    return await reply.code(201).send({ ok: true })
+  })
+
   app.get('/cache/stats', async () => await app.cacheService.stats())
 
   // Open to anyone here, as befits a demo; a real service would authenticate it.
@@ -125,6 +235,6 @@ export async function buildApp (options: BuildAppOptions = {}): Promise<ExampleA
 
   app.get('/health', async () => ({ status: 'ok', queries: db.queries }))
 
-  // the decorator added above
+  // the decorators added above
   return app as ExampleApp
 }

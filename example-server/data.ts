@@ -2,7 +2,8 @@
  * A deliberately slow, deterministic stand-in for an analytics database: a few workspaces, their agents and 90 days
  * of agent runs, generated from a seeded PRNG so that every start (and every test) sees the same figures. Each query
  * waits `queryDelayMs` before answering and is counted, so the demo and its tests can see how much load the cache
- * takes off the database.
+ * takes off the database. Events write to it (a finished run, a user's activity), which is what invalidation is for;
+ * query() answers a few SQL statements by name, for the specification's query-result caching.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -59,6 +60,43 @@ export interface AgentMetrics extends RunFigures {
   runs_over_time: Array<{ hours_ago: number, runs: number, successful_runs: number }>
 }
 
+/** A run reported by an agent-run-completed event. */
+export interface CompletedRun {
+  workspaceId: string
+  agentId: string
+  durationMs: number
+  outcome: RunOutcome
+}
+
+/** One user-activity event. */
+export interface UserActivityEvent {
+  userId: string
+  workspaceId: string
+  /** A calendar day, YYYY-MM-DD. */
+  date: string
+}
+
+export interface UserActivity {
+  user_id: string
+  date: string
+  /** Events of that user on that day. */
+  events: number
+  /** Events per workspace, in the order the workspaces were first seen that day. */
+  workspaces: Array<{ workspace_id: string, events: number }>
+}
+
+/** A row as the query dispatcher returns it. */
+export type QueryRow = Record<string, string | number>
+
+/**
+ * The "SQL" that query() understands: this data source is not a SQL database, so each statement it answers is named
+ * here, verbatim, with its implementation. In every one, $1 is the workspace id.
+ */
+export const SQL = {
+  runCount: 'SELECT count(*) AS count FROM agent_runs WHERE workspace_id = $1',
+  runCountByOutcome: 'SELECT count(*) AS count FROM agent_runs WHERE workspace_id = $1 AND outcome = $2'
+} as const
+
 export interface AnalyticsDatabaseOptions {
   /** How long each query takes, in milliseconds. */
   queryDelayMs?: number
@@ -96,8 +134,11 @@ export class AnalyticsDatabase {
   readonly workspaces: readonly Workspace[]
   readonly agents: readonly Agent[]
   private readonly runsByAgent = new Map<string, AgentRun[]>()
+  /** Activity events by user, then by day. */
+  private readonly activity = new Map<string, Map<string, UserActivityEvent[]>>()
   private readonly queryDelayMs: number
   #queries = 0
+  #writes = 0
 
   constructor (options: AnalyticsDatabaseOptions = {}) {
     this.queryDelayMs = options.queryDelayMs ?? 150
@@ -122,9 +163,81 @@ export class AnalyticsDatabase {
     return this.#queries
   }
 
+  /** How many writes (runs and activity events) have been sent so far, refused ones (no such agent or workspace) too. */
+  get writes (): number {
+    return this.#writes
+  }
+
+  /**
+   * Appends a finished run, zero hours old, to the agent's history: it counts in every timeframe from now on.
+   * Resolves false (and writes nothing) when the agent does not exist in that workspace.
+   */
+  async recordRun (run: CompletedRun): Promise<boolean> {
+    await this.roundTrip('write')
+    const runs = this.runsByAgent.get(run.agentId)
+    const agent = this.agents.find((candidate) => candidate.id === run.agentId)
+    if (runs === undefined || agent?.workspaceId !== run.workspaceId) return false
+    runs.push({ agentId: run.agentId, ageHours: 0, durationMs: run.durationMs, outcome: run.outcome })
+    return true
+  }
+
+  /** Records one activity event; resolves false (and writes nothing) when the workspace does not exist. */
+  async recordActivity (event: UserActivityEvent): Promise<boolean> {
+    await this.roundTrip('write')
+    if (!this.workspaces.some((workspace) => workspace.id === event.workspaceId)) return false
+    let days = this.activity.get(event.userId)
+    if (days === undefined) {
+      days = new Map()
+      this.activity.set(event.userId, days)
+    }
+    const events = days.get(event.date) ?? []
+    events.push({ ...event })
+    days.set(event.date, events)
+    return true
+  }
+
+  /** A user's activity on one day; zero events for a user or day never seen. */
+  async userActivity (userId: string, date: string): Promise<UserActivity> {
+    await this.roundTrip('query')
+    const events = this.activity.get(userId)?.get(date) ?? []
+    const perWorkspace = new Map<string, number>()
+    for (const event of events) perWorkspace.set(event.workspaceId, (perWorkspace.get(event.workspaceId) ?? 0) + 1)
+    return {
+      user_id: userId,
+      date,
+      events: events.length,
+      workspaces: Array.from(perWorkspace, ([workspaceId, count]) => ({ workspace_id: workspaceId, events: count }))
+    }
+  }
+
+  /**
+   * A tiny dispatcher standing in for a SQL client: answers the statements of `SQL`, verbatim, with their positional
+   * parameters, and rejects any other statement or wrong parameters. Counted as one query, like the others.
+   */
+  async query (sql: string, params: readonly unknown[]): Promise<QueryRow[]> {
+    await this.roundTrip('query')
+    const [workspaceId, outcome] = params
+    const workspaceRuns = (): AgentRun[] => {
+      if (typeof workspaceId !== 'string') throw new TypeError(`$1 must be a workspace id (a string), got ${typeof workspaceId}`)
+      return this.agents
+        .filter((agent) => agent.workspaceId === workspaceId)
+        .flatMap((agent) => this.runsByAgent.get(agent.id) ?? [])
+    }
+    switch (sql) {
+      case SQL.runCount:
+        if (params.length !== 1) throw new TypeError(`expected 1 parameter, got ${params.length}`)
+        return [{ count: workspaceRuns().length }]
+      case SQL.runCountByOutcome:
+        if (params.length !== 2 || !isOutcome(outcome)) throw new TypeError('expected 2 parameters, $2 an outcome')
+        return [{ count: workspaceRuns().filter((run) => run.outcome === outcome).length }]
+      default:
+        throw new Error(`unsupported query: ${sql}`)
+    }
+  }
+
   /** Aggregates over every agent of the workspace; undefined when there is no such workspace. */
   async executiveMetrics (workspaceId: string, timeframe: Timeframe): Promise<ExecutiveMetrics | undefined> {
-    await this.query()
+    await this.roundTrip('query')
     if (!this.workspaces.some((workspace) => workspace.id === workspaceId)) return undefined
     const agents = this.agents.filter((agent) => agent.workspaceId === workspaceId)
     const perAgent = agents.map((agent) => ({ agent, runs: this.runsOf(agent.id, timeframe) }))
@@ -141,22 +254,30 @@ export class AnalyticsDatabase {
 
   /** One agent's figures and activity over time; undefined when there is no such agent. */
   async agentAnalytics (agentId: string, timeframe: Timeframe): Promise<{ agent: Agent, metrics: AgentMetrics } | undefined> {
-    await this.query()
+    await this.roundTrip('query')
     const agent = this.agents.find((candidate) => candidate.id === agentId)
     if (agent === undefined) return undefined
     const runs = this.runsOf(agentId, timeframe)
     return { agent, metrics: { ...figures(runs), runs_over_time: overTime(runs, timeframe) } }
   }
 
-  private async query (): Promise<void> {
+  /** Every statement, read or write, takes `queryDelayMs` and is counted. */
+  private async roundTrip (kind: 'query' | 'write'): Promise<void> {
     if (this.queryDelayMs > 0) await sleep(this.queryDelayMs)
-    this.#queries++
+    if (kind === 'query') this.#queries++
+    else this.#writes++
   }
 
   private runsOf (agentId: string, timeframe: Timeframe): AgentRun[] {
     const hours = TIMEFRAME_HOURS[timeframe]
     return (this.runsByAgent.get(agentId) ?? []).filter((run) => run.ageHours < hours)
   }
+}
+
+const OUTCOMES: readonly RunOutcome[] = ['success', 'failure', 'timeout']
+
+function isOutcome (value: unknown): value is RunOutcome {
+  return OUTCOMES.includes(value as RunOutcome)
 }
 
 /** 90 days of runs with an agent-specific rate, success rate and typical duration. */

@@ -30,6 +30,9 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
     maxEntryBytes: options.maxEntryBytes ?? DEFAULTS.maxEntryBytes,
     allowBypass: options.allowBypass ?? DEFAULTS.allowBypass,
     lookup: options.lookup ?? DEFAULTS.lookup,
+    staleWhileRevalidate: options.staleWhileRevalidate ?? DEFAULTS.staleWhileRevalidate,
+    staleIfError: options.staleIfError ?? DEFAULTS.staleIfError,
+    coalesceWaitMs: options.coalesceWaitMs ?? DEFAULTS.coalesceWaitMs,
     storeTimeoutMs: options.storeTimeoutMs ?? DEFAULTS.storeTimeoutMs,
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
   }

@@ -20,6 +20,12 @@ export interface CacheBehaviourOptions {
   /** Who may use `?skip_cache=true`. */
   allowBypass?: boolean | ((request: FastifyRequest) => boolean)
   lookup?: LookupPhase
+  /** Seconds after freshness during which a stale entry is served at once while one refresh runs (RFC 5861). */
+  staleWhileRevalidate?: number
+  /** Seconds after freshness during which a stale entry is served when the handler fails (throws or answers 5xx). */
+  staleIfError?: number
+  /** Milliseconds a concurrent miss waits for the request already computing its key, before running the handler itself. */
+  coalesceWaitMs?: number
 }
 
 export interface CachePluginOptions extends CacheBehaviourOptions {
@@ -80,7 +86,10 @@ const behaviour = {
   statuses: Type.Optional(Type.Array(Status, { minItems: 1 })),
   maxEntryBytes: Type.Optional(Type.Integer({ minimum: 1 })),
   allowBypass: Type.Optional(Type.Union([Type.Boolean(), Type.Function([], Type.Unknown())])),
-  lookup: Type.Optional(Type.Union([Type.Literal('handler'), Type.Literal('onRequest')]))
+  lookup: Type.Optional(Type.Union([Type.Literal('handler'), Type.Literal('onRequest')])),
+  staleWhileRevalidate: Type.Optional(Seconds),
+  staleIfError: Type.Optional(Seconds),
+  coalesceWaitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 }))
 }
 
 export const PluginOptionsSchema = Type.Object({
@@ -148,6 +157,9 @@ export const DEFAULTS = {
   maxEntryBytes: 1024 * 1024,
   allowBypass: true,
   lookup: 'handler' as LookupPhase,
+  staleWhileRevalidate: 0,
+  staleIfError: 0,
+  coalesceWaitMs: 10_000,
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
   memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 }

@@ -6,9 +6,11 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { type BuildAppOptions, type ExampleApp, buildApp } from '../example-server/app'
-import type { CacheKey } from '../lib/index'
+import { SQL } from '../example-server/data'
+import { type CacheKey, stableHash } from '../lib/index'
 import { type Teardownable, createClient, deleteByPrefix, freePort, redisUrl, uniquePrefix } from './helpers/redis'
 
 const ROOT = resolve(__dirname, '..')
@@ -24,9 +26,43 @@ type StoreKind = 'memory' | 'redis'
 interface Overview {
   workspace_id: string
   timeframe: string
-  metrics: { total_runs: number, success_rate: number, avg_duration_ms: number, top_agents: Array<{ agent_id: string }> }
+  metrics: {
+    total_runs: number
+    successful_runs: number
+    failed_runs: number
+    success_rate: number
+    avg_duration_ms: number
+    top_agents: Array<{ agent_id: string }>
+  }
   cached_at: string
 }
+
+interface AgentAnalytics {
+  agent_id: string
+  metrics: { total_runs: number, timed_out_runs: number }
+  cached_at: string
+}
+
+interface Activity {
+  user_id: string
+  date: string
+  events: number
+  workspaces: Array<{ workspace_id: string, events: number }>
+  cached_at: string
+}
+
+interface RunCount {
+  workspace_id: string
+  outcome?: string
+  run_count: number
+}
+
+const AGENT = '/agents/ws1-agent1/analytics?timeframe=7d'
+const AGENT_KEY: CacheKey = ['agent', 'analytics', 'ws1-agent1', '7d']
+const WS2_OVERVIEW = '/executive/overview?workspace_id=ws2&timeframe=7d'
+const WS2_OVERVIEW_KEY: CacheKey = ['exec', 'dashboard', 'ws2', '7d']
+const RUN_EVENT = '/events/agent-run-completed'
+const ACTIVITY_EVENT = '/events/user-activity'
 
 /** The app on the given store; on Redis under a key prefix of its own, deleted when the test ends. */
 async function build (t: Teardownable, store: StoreKind): Promise<ExampleApp> {
@@ -48,6 +84,14 @@ async function build (t: Teardownable, store: StoreKind): Promise<ExampleApp> {
 }
 
 /** Misses are stored after the response went out: waits until the entry is there. */
+async function post (app: ExampleApp, url: string, payload: object | string): Promise<LightMyRequestResponse> {
+  return await app.inject({ method: 'POST', url, payload, headers: { 'content-type': 'application/json' } })
+}
+
+async function invalidations (app: ExampleApp): Promise<Record<string, number>> {
+  return (await app.cacheService.stats()).invalidations
+}
+
 async function waitUntilStored (app: ExampleApp, key: CacheKey): Promise<void> {
   const deadline = Date.now() + 5000
   while (!await app.cacheService.exists(key)) {
@@ -228,6 +272,193 @@ for (const store of ['memory', 'redis'] as const) {
         const refused = await app.inject({ method: 'POST', url: '/cache/invalidate', payload })
         t.equal(refused.statusCode, 400, JSON.stringify(payload))
       }
+    })
+
+    t.test('an agent-run event refreshes its workspace and agent, and no other', async (t) => {
+      const app = await build(t, store)
+      const overview = (await app.inject(OVERVIEW)).json<Overview>()
+      const agent = (await app.inject(AGENT)).json<AgentAnalytics>()
+      const ws2 = await app.inject(WS2_OVERVIEW)
+      for (const key of [OVERVIEW_KEY, AGENT_KEY, WS2_OVERVIEW_KEY]) await waitUntilStored(app, key)
+      t.equal((await app.inject(OVERVIEW)).headers['x-cache'], 'HIT')
+      t.equal(app.db.queries, 3)
+
+      const event = await post(app, RUN_EVENT, { workspace_id: 'ws1', agent_id: 'ws1-agent1', duration_ms: 4321, outcome: 'timeout' })
+      t.equal(event.statusCode, 201)
+      t.same(event.json(), { ok: true })
+      t.equal(event.headers['x-cache'], undefined, 'a write is never cached')
+      t.equal(app.db.writes, 1)
+      // invalidated before the answer went out: no waiting needed
+      t.same(await Promise.all([OVERVIEW_KEY, AGENT_KEY, WS2_OVERVIEW_KEY].map((key) => app.cacheService.exists(key))), [false, false, true])
+      t.same(await invalidations(app), { 'ws:ws1': 1, 'agent:ws1-agent1': 1 })
+
+      const recomputed = await app.inject(OVERVIEW)
+      t.equal(recomputed.headers['x-cache'], 'MISS')
+      const fresh = recomputed.json<Overview>()
+      t.ok(Date.parse(fresh.cached_at) > Date.parse(overview.cached_at), 'a newer cached_at')
+      t.equal(fresh.metrics.total_runs, overview.metrics.total_runs + 1, 'the new run is counted')
+      t.equal(fresh.metrics.successful_runs, overview.metrics.successful_runs)
+      t.ok(fresh.metrics.success_rate < overview.metrics.success_rate, 'a timeout lowers the success rate')
+
+      const agentAgain = await app.inject(AGENT)
+      t.equal(agentAgain.headers['x-cache'], 'MISS')
+      t.equal(agentAgain.json<AgentAnalytics>().metrics.total_runs, agent.metrics.total_runs + 1)
+      t.equal(agentAgain.json<AgentAnalytics>().metrics.timed_out_runs, agent.metrics.timed_out_runs + 1)
+
+      const ws2Again = await app.inject(WS2_OVERVIEW)
+      t.equal(ws2Again.headers['x-cache'], 'HIT', 'another workspace keeps its entry')
+      t.equal(ws2Again.body, ws2.body)
+      t.equal(app.db.queries, 5)
+
+      await waitUntilStored(app, OVERVIEW_KEY)
+      t.equal((await app.inject(OVERVIEW)).body, recomputed.body, 'the recomputed dashboard is cached again')
+    })
+
+    t.test('a refused agent-run event invalidates nothing', async (t) => {
+      const app = await build(t, store)
+      const overview = await app.inject(OVERVIEW)
+      await app.inject(AGENT)
+      await waitUntilStored(app, OVERVIEW_KEY)
+      await waitUntilStored(app, AGENT_KEY)
+      const good = { workspace_id: 'ws1', agent_id: 'ws1-agent1', duration_ms: 100, outcome: 'success' }
+      const bad: Array<object | string> = [
+        {},
+        { ...good, outcome: 'crashed' },
+        { ...good, duration_ms: -1 },
+        { ...good, duration_ms: 'slow' },
+        { ...good, workspace_id: '' },
+        { workspace_id: 'ws1', agent_id: 'ws1-agent1', duration_ms: 100 },
+        '{"workspace_id":"ws1",'
+      ]
+      for (const payload of bad) {
+        const response = await post(app, RUN_EVENT, payload)
+        t.equal(response.statusCode, 400, JSON.stringify(payload))
+        t.equal(response.headers['x-cache'], undefined)
+      }
+      t.equal(app.db.writes, 0, 'the handler never ran')
+
+      // valid, but naming no agent of that workspace: the write finds nothing to record
+      for (const payload of [{ ...good, agent_id: 'ws1-agent99' }, { ...good, workspace_id: 'ws2' }]) {
+        const response = await post(app, RUN_EVENT, payload)
+        t.equal(response.statusCode, 404, JSON.stringify(payload))
+      }
+
+      t.same(await invalidations(app), {}, 'no tag was invalidated')
+      t.ok(await app.cacheService.exists(OVERVIEW_KEY))
+      t.ok(await app.cacheService.exists(AGENT_KEY))
+      const again = await app.inject(OVERVIEW)
+      t.equal(again.headers['x-cache'], 'HIT')
+      t.equal(again.body, overview.body, 'the figures did not change')
+      t.equal(app.db.queries, 2)
+    })
+
+    t.test('a user-activity event invalidates that user\'s activity only', async (t) => {
+      const app = await build(t, store)
+      const urls = ['/users/u1/activity?date=2024-05-01', '/users/u1/activity?date=2024-05-02', '/users/u2/activity?date=2024-05-01']
+      const keys: CacheKey[] = [['user', 'activity', 'u1', '2024-05-01'], ['user', 'activity', 'u1', '2024-05-02'], ['user', 'activity', 'u2', '2024-05-01']]
+      const first = []
+      for (const url of urls) first.push(await app.inject(url))
+      t.same(first.map((response) => response.headers['x-cache']), ['MISS', 'MISS', 'MISS'])
+      t.equal(first[0]?.headers['cache-control'], 'public, max-age=300')
+      t.match(first[0]?.json<Activity>(), { user_id: 'u1', date: '2024-05-01', events: 0, workspaces: [] })
+      for (const key of keys) await waitUntilStored(app, key)
+      const ttl = await app.cacheService.ttl(keys[0] ?? '')
+      t.ok(ttl > 290 && ttl <= 300, `stored for 300 s, got ${ttl}`)
+      t.equal((await app.inject(urls[0] ?? '')).headers['x-cache'], 'HIT')
+      t.equal(app.db.queries, 3)
+
+      const event = await post(app, ACTIVITY_EVENT, { user_id: 'u1', workspace_id: 'ws2', date: '2024-05-01' })
+      t.equal(event.statusCode, 201)
+      t.same(event.json(), { ok: true })
+      t.same(await Promise.all(keys.map((key) => app.cacheService.exists(key))), [false, false, true],
+        'every entry of u1 (both days), none of u2')
+      t.same(await invalidations(app), { 'user:u1': 1 })
+
+      const again = []
+      for (const url of urls) again.push(await app.inject(url))
+      t.same(again.map((response) => response.headers['x-cache']), ['MISS', 'MISS', 'HIT'])
+      const activity = again[0]?.json<Activity>()
+      t.match(activity, { user_id: 'u1', date: '2024-05-01', events: 1, workspaces: [{ workspace_id: 'ws2', events: 1 }] })
+      t.ok(Date.parse(activity?.cached_at ?? '') > Date.parse(first[0]?.json<Activity>().cached_at ?? ''), 'a newer cached_at')
+      t.equal(again[1]?.json<Activity>().events, 0, 'the other day had no event')
+      t.equal(again[2]?.body, first[2]?.body)
+      t.equal(app.db.queries, 5)
+
+      // refused events: nothing recorded, nothing invalidated
+      for (const payload of [
+        { user_id: 'u2', workspace_id: 'ws1', date: '2024-13-01' },
+        { user_id: 'u2', workspace_id: 'ws1' },
+        { user_id: '', workspace_id: 'ws1', date: '2024-05-01' }
+      ]) {
+        t.equal((await post(app, ACTIVITY_EVENT, payload)).statusCode, 400, JSON.stringify(payload))
+      }
+      t.equal((await post(app, ACTIVITY_EVENT, { user_id: 'u2', workspace_id: 'ws404', date: '2024-05-01' })).statusCode, 404)
+      t.same(await invalidations(app), { 'user:u1': 1 })
+      t.equal((await app.inject(urls[2] ?? '')).headers['x-cache'], 'HIT')
+
+      t.equal((await app.inject('/users/u1/activity')).statusCode, 400, 'the date is required')
+      t.equal((await app.inject('/users/u1/activity?date=2024-02-30')).statusCode, 400, 'and must be a real day')
+    })
+
+    t.test('query results are cached by statement and parameters', async (t) => {
+      const app = await build(t, store)
+      const url = '/workspaces/ws1/run-count'
+      const key = app.executeQueryCached.key(SQL.runCount, ['ws1'])
+      t.same(key, ['query', stableHash({ sql: SQL.runCount, params: ['ws1'] })])
+
+      // concurrent callers share one query, later ones read the cache
+      const concurrent = await Promise.all([app.inject(url), app.inject(url), app.inject(url)])
+      const count = concurrent[0]?.json<RunCount>().run_count ?? 0
+      t.ok(count > 0)
+      for (let i = 0; i < 3; i++) concurrent.push(await app.inject(url))
+      for (const response of concurrent) {
+        t.equal(response.statusCode, 200)
+        t.same(response.json(), { workspace_id: 'ws1', run_count: count })
+        t.equal(response.headers['x-cache'], undefined, 'the route is not cached; the query result is')
+      }
+      t.equal(app.db.queries, 1, 'one query for six reads')
+      t.ok(await app.cacheService.exists(key))
+      const ttl = await app.cacheService.ttl(key)
+      t.ok(ttl > 50 && ttl <= 60, `stored for 60 s, got ${ttl}`)
+      t.same(await app.executeQueryCached(SQL.runCount, ['ws1']), [{ count }], 'a direct call shares the entry')
+      t.equal(app.db.queries, 1)
+
+      // other parameters, other entries
+      const ws2 = (await app.inject('/workspaces/ws2/run-count')).json<RunCount>()
+      const successes = (await app.inject(`${url}?outcome=success`)).json<RunCount>()
+      t.not(ws2.run_count, count)
+      t.equal(successes.outcome, 'success')
+      t.ok(successes.run_count > 0 && successes.run_count < count)
+      t.equal(app.db.queries, 3)
+
+      t.equal(await app.executeQueryCached.invalidate(SQL.runCount, ['ws1']), 1)
+      t.equal(await app.executeQueryCached.invalidate(SQL.runCount, ['ws1']), 0, 'already gone')
+      t.equal((await app.inject(url)).json<RunCount>().run_count, count)
+      t.equal(app.db.queries, 4, 'queried again after invalidate()')
+      await app.inject(url)
+      await app.inject(`${url}?outcome=success`)
+      t.equal(app.db.queries, 4, 'and cached again; the other entries were kept')
+
+      // the ws:<id> tag: an agent-run event drops every query result of its workspace
+      const event = await post(app, RUN_EVENT, { workspace_id: 'ws1', agent_id: 'ws1-agent3', duration_ms: 800, outcome: 'success' })
+      t.equal(event.statusCode, 201)
+      t.notOk(await app.cacheService.exists(key))
+      t.same((await app.inject(url)).json(), { workspace_id: 'ws1', run_count: count + 1 })
+      t.same((await app.inject(`${url}?outcome=success`)).json(), { workspace_id: 'ws1', outcome: 'success', run_count: successes.run_count + 1 })
+      t.equal(app.db.queries, 6)
+      t.same((await app.inject('/workspaces/ws2/run-count')).json(), ws2, 'another workspace keeps its result')
+      t.equal(app.db.queries, 6)
+
+      // once the TTL is over, one query again
+      t.ok(await app.cacheService.expire(key, 1))
+      await sleep(1100)
+      t.equal((await app.inject(url)).json<RunCount>().run_count, count + 1)
+      await app.inject(url)
+      t.equal(app.db.queries, 7, 'one query after expiry')
+
+      t.equal((await app.inject('/workspaces/ws404/run-count')).statusCode, 404)
+      t.equal((await app.inject(`${url}?outcome=crashed`)).statusCode, 400)
+      t.equal(app.db.queries, 7, 'refused requests cost no query')
     })
 
     t.test('/cache/stats counts the hits', async (t) => {

@@ -6,13 +6,13 @@ import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
 import type { StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
-import { type Headers, UNSTORED_HEADERS, ageSeconds, defaultCacheControl, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
+import { Flights } from './flights'
+import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
+import { type CacheOutcome, cacheControlFor, mergeVary, replaceWithEntry, serveEntry, storedHeaders } from './respond'
 import { type CompiledRoute, mayBypass, wantsBypass } from './route'
 import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
 
 export const kCacheState = Symbol('fastify-response-cache.state')
-
-type CacheOutcome = 'HIT' | 'MISS' | 'BYPASS'
 
 export interface RequestCacheState {
   route: CompiledRoute
@@ -25,6 +25,10 @@ export interface RequestCacheState {
   capture?: HttpEntry
   /** A warming request: the entry is written before the response goes out, and the response says if it was. */
   warm?: boolean
+  /** A stale entry to answer with if the handler fails (stale-if-error). */
+  fallback?: HttpEntry
+  /** Set when this request leads the computation of its key: shares its response with the requests waiting for it. */
+  settle?: (entry: HttpEntry | undefined) => void
 }
 
 declare module 'fastify' {
@@ -46,8 +50,9 @@ function hookList (existing: Hook | Hook[] | undefined): Hook[] {
 
 /** The request path: the lookup, replying from an entry, capturing a miss, and storing it after it was sent. */
 export class ResponseCache {
-  /** Keys being refreshed ahead of expiry by this process, so that one refresh runs per key. */
+  /** Keys being refreshed in the background by this process, so that one refresh runs per key. */
   private readonly refreshing = new Set<string>()
+  private readonly flights = new Flights()
 
   constructor (
     private readonly guarded: GuardedStore,
@@ -112,13 +117,44 @@ export class ResponseCache {
       this.stats.count('bypass', route.counters)
       return false
     }
-    // A soft-invalidated (stale) entry is a miss until stale-while-revalidate serves it.
-    const entry = found.value === null || found.stale ? undefined : this.decode(found.value, route)
+    const entry = found.value === null ? undefined : this.decode(found.value, route)
     if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
+      const age = Date.now() - entry.storedAt
+      const freshMs = entry.ttl * 1000
+      if (!found.stale && age < freshMs) {
+        state.outcome = 'HIT'
+        this.stats.count('hits', route.counters)
+        serveEntry(request, reply, entry, route, 'HIT')
+        if (route.refreshAheadMs > 0 && freshMs - age < route.refreshAheadMs) this.refresh(request, id)
+        return true
+      }
+      // Stale: past its freshness, or soft-invalidated. Served at once within the route's window, refreshed behind.
+      if (route.staleWhileRevalidateMs > 0 && age < freshMs + route.staleWhileRevalidateMs) {
+        state.outcome = 'STALE'
+        this.stats.count('stale', route.counters)
+        serveEntry(request, reply, entry, route, 'STALE')
+        this.refresh(request, id)
+        return true
+      }
+      if (route.staleIfErrorMs > 0 && age < freshMs + route.staleIfErrorMs) state.fallback = entry
+    }
+    return await this.missOrShare(request, reply, state)
+  }
+
+  /** A miss: waits for a request of this process already computing the key, or leads the computation. */
+  private async missOrShare (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState): Promise<boolean> {
+    const route = state.route
+    const joined = route.coalesceWaitMs > 0 ? this.flights.join(state.id, route.coalesceWaitMs) : undefined
+    if (joined === undefined) {
+      if (route.coalesceWaitMs > 0) state.settle = this.flights.lead(state.id, route.coalesceWaitMs)
+      this.stats.count('misses', route.counters)
+      return false
+    }
+    const shared = await joined
+    if (shared !== undefined && varyMatches(shared.vary, request.headers)) {
       state.outcome = 'HIT'
       this.stats.count('hits', route.counters)
-      this.serve(request, reply, entry, route)
-      if (route.refreshAheadMs > 0 && entry.storedAt + entry.ttl * 1000 - Date.now() < route.refreshAheadMs) this.refresh(request, id)
+      serveEntry(request, reply, shared, route, 'HIT')
       return true
     }
     this.stats.count('misses', route.counters)
@@ -147,33 +183,24 @@ export class ResponseCache {
     }
   }
 
-  private serve (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute): void {
-    reply.code(entry.status)
-    reply.headers(entry.headers)
-    reply.header('etag', entry.etag)
-    if (entry.headers['cache-control'] === undefined && route.cacheControl !== false) {
-      reply.header('cache-control', route.cacheControl ?? defaultCacheControl(request.headers, route.ttl))
-    }
-    reply.header('age', ageSeconds(entry.storedAt, Date.now()))
-    reply.header('x-cache', 'HIT')
-    if (ifNoneMatchMatches(request.headers['if-none-match'], entry.etag)) {
-      reply.removeHeader('content-type')
-      reply.code(304).send()
-      return
-    }
-    reply.send(entry.body)
-  }
-
   private readonly onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void => {
     const state = request[kCacheState]
-    if (state === null || state.outcome === 'HIT') return done(null, payload)
+    if (state === null || state.outcome === 'HIT' || state.outcome === 'STALE') return done(null, payload)
     const route = state.route
+    if (reply.statusCode >= 500 && state.fallback !== undefined) {
+      // stale-if-error: the failure was logged by Fastify's error handling; the client gets the stored response.
+      state.settle?.(undefined)
+      state.outcome = 'STALE'
+      this.stats.count('stale', route.counters)
+      return done(null, replaceWithEntry(request, reply, state.fallback, route))
+    }
     reply.header('x-cache', state.outcome)
     if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
     const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
     const headers = reply.getHeaders() as Headers
     const reason = unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
     if (reason !== undefined || body === undefined) {
+      state.settle?.(undefined)
       if (reason !== 'method') this.stats.skip(reason ?? 'stream', route.counters)
       if (state.warm === true) reply.header(STORED_HEADER, '0')
       return done(null, payload)
@@ -183,9 +210,11 @@ export class ResponseCache {
     const varied = varyNames(headers.vary)
     if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
     state.capture = capture
+    state.settle?.(capture)
     reply.header('etag', etag)
-    if (headers['cache-control'] === undefined && route.cacheControl !== false) {
-      reply.header('cache-control', route.cacheControl ?? defaultCacheControl(request.headers, route.ttl))
+    if (headers['cache-control'] === undefined) {
+      const cacheControl = cacheControlFor(request, route)
+      if (cacheControl !== undefined) reply.header('cache-control', cacheControl)
     }
     if (ifNoneMatchMatches(request.headers['if-none-match'], etag)) {
       reply.removeHeader('content-type')
@@ -208,6 +237,7 @@ export class ResponseCache {
   private readonly onResponse = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     done()
     const state = request[kCacheState]
+    state?.settle?.(undefined)
     if (state != null && state.capture !== undefined) this.write(request, state, state.capture).catch(() => {})
   }
 
@@ -219,27 +249,13 @@ export class ResponseCache {
     if (stamp === undefined) return false
     const bytes = encodeEntry(entry)
     try {
-      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs: route.ttl * 1000, tags: state.tags, stamp }), route.counters)
+      // Kept past its freshness for as long as a stale copy may still be served.
+      const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
+      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), route.counters)
       this.stats.count(written ? 'stored' : 'raced', route.counters)
       return written
     } catch {
       return false
     }
   }
-}
-
-function storedHeaders (headers: Headers): Record<string, string | string[]> {
-  const kept: Record<string, string | string[]> = {}
-  for (const name in headers) {
-    const value = headers[name]
-    if (value === undefined || name === 'etag' || UNSTORED_HEADERS.has(name)) continue
-    kept[name] = typeof value === 'number' ? String(value) : value
-  }
-  return kept
-}
-
-function mergeVary (current: Headers[string], names: readonly string[]): string {
-  const present = varyNames(current)
-  const missing = names.filter((name) => !present.includes(name))
-  return [...(current === undefined ? [] : [String(current)]), ...missing].join(', ')
 }

@@ -18,6 +18,9 @@ export interface CompiledRoute {
   vary: string[]
   /** Milliseconds before expiry within which a hit also refreshes the entry; 0 for never. */
   refreshAheadMs: number
+  staleWhileRevalidateMs: number
+  staleIfErrorMs: number
+  coalesceWaitMs: number
   keyOf (request: FastifyRequest): string
   tagsOf (request: FastifyRequest): string[] | undefined
   /** The raw tag names a successful write invalidates; undefined when the route invalidates nothing. */
@@ -47,6 +50,9 @@ export function compileRoute (
     lookup: options.lookup ?? settings.lookup,
     vary,
     refreshAheadMs: (options.refreshAhead ?? 0) * 1000,
+    staleWhileRevalidateMs: (options.staleWhileRevalidate ?? settings.staleWhileRevalidate) * 1000,
+    staleIfErrorMs: (options.staleIfError ?? settings.staleIfError) * 1000,
+    coalesceWaitMs: options.coalesceWaitMs ?? settings.coalesceWaitMs,
     keyOf: compileKey(options.key, url, vary),
     tagsOf: compileTags(options.tags),
     invalidatesOf: compileInvalidates(options.invalidates)

@@ -1,0 +1,71 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { HttpEntry } from '../entry'
+import { ifNoneMatchMatches } from './conditional'
+import { type Headers, UNSTORED_HEADERS, ageSeconds, defaultCacheControl, varyNames } from './policy'
+import type { CompiledRoute } from './route'
+
+/** Where a response came from: the cache (fresh or stale), the handler, or the handler because of a bypass. */
+export type CacheOutcome = 'HIT' | 'STALE' | 'MISS' | 'BYPASS'
+
+/**
+ * The Cache-Control the plugin sends when the handler set none: public or private with max-age, plus the stale
+ * windows the route allows (RFC 5861), so that browsers and CDNs may do what the plugin does.
+ */
+export function cacheControlFor (request: FastifyRequest, route: CompiledRoute): string | undefined {
+  if (route.cacheControl !== undefined) return route.cacheControl === false ? undefined : route.cacheControl
+  let value = defaultCacheControl(request.headers, route.ttl)
+  if (route.staleWhileRevalidateMs > 0) value += `, stale-while-revalidate=${route.staleWhileRevalidateMs / 1000}`
+  if (route.staleIfErrorMs > 0) value += `, stale-if-error=${route.staleIfErrorMs / 1000}`
+  return value
+}
+
+/** Sets the status and headers of a stored response on the reply, with age and x-cache. */
+function applyEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute, outcome: CacheOutcome): void {
+  reply.code(entry.status)
+  reply.headers(entry.headers)
+  reply.header('etag', entry.etag)
+  if (entry.headers['cache-control'] === undefined) {
+    const cacheControl = cacheControlFor(request, route)
+    if (cacheControl !== undefined) reply.header('cache-control', cacheControl)
+  }
+  reply.header('age', ageSeconds(entry.storedAt, Date.now()))
+  reply.header('x-cache', outcome)
+}
+
+/** Answers a request from a stored response; If-None-Match that matches it gets a 304 without a body. */
+export function serveEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute, outcome: CacheOutcome): void {
+  applyEntry(request, reply, entry, route, outcome)
+  if (ifNoneMatchMatches(request.headers['if-none-match'], entry.etag)) {
+    reply.removeHeader('content-type')
+    reply.code(304).send()
+    return
+  }
+  reply.send(entry.body)
+}
+
+/**
+ * Replaces, from onSend, a failed response with a stored one (stale-if-error): every header the failure set goes,
+ * the entry's status and headers come in, and its body is the payload to send.
+ */
+export function replaceWithEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute): Buffer {
+  for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name)
+  applyEntry(request, reply, entry, route, 'STALE')
+  return entry.body
+}
+
+/** The headers of a response worth storing: not those of one transfer or one exchange (RFC 9111 3.1). */
+export function storedHeaders (headers: Headers): Record<string, string | string[]> {
+  const kept: Record<string, string | string[]> = {}
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || name === 'etag' || UNSTORED_HEADERS.has(name)) continue
+    kept[name] = typeof value === 'number' ? String(value) : value
+  }
+  return kept
+}
+
+export function mergeVary (current: Headers[string], names: readonly string[]): string {
+  const present = varyNames(current)
+  const missing = names.filter((name) => !present.includes(name))
+  return [...(current === undefined ? [] : [String(current)]), ...missing].join(', ')
+}

@@ -1,0 +1,152 @@
+import t from 'tap'
+import { STORE_KINDS, cachedApp, sleep, untilStored } from './helpers/app'
+
+async function until (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
+    await sleep(10)
+  }
+}
+
+for (const kind of STORE_KINDS) {
+  t.test(`${kind} store`, async (t) => {
+    t.test('staleWhileRevalidate: a stale entry is served at once with its age, and one refresh runs', async (t) => {
+      const app = await cachedApp(t, kind)
+      let calls = 0
+      app.get('/overview', { config: { cache: { ttl: 1, staleWhileRevalidate: 30 } } }, async () => {
+        calls++
+        await sleep(100)
+        return { calls }
+      })
+      const first = await app.inject('/overview')
+      t.equal(first.headers['cache-control'], 'public, max-age=1, stale-while-revalidate=30', 'advertised to browsers and CDNs')
+      await untilStored(app)
+      await sleep(2100)
+      const started = Date.now()
+      const stale = await Promise.all(Array.from({ length: 20 }, () => app.inject('/overview')))
+      t.ok(Date.now() - started < 1000, 'no request waited for the refresh')
+      for (const response of stale) {
+        t.equal(response.headers['x-cache'], 'STALE')
+        t.equal(response.json().calls, 1)
+        t.ok(Number(response.headers.age) >= 2, `age counts from when it was stored (${String(response.headers.age)})`)
+      }
+      await until('the refresh stored a new entry', async () => (await app.cacheService.stats()).stored >= 2)
+      t.equal(calls, 2, 'exactly one refresh for twenty stale hits')
+      const fresh = await app.inject('/overview')
+      t.equal(fresh.headers['x-cache'], 'HIT')
+      t.equal(fresh.json().calls, 2)
+      t.equal((await app.cacheService.stats()).stale, 20)
+    })
+
+    t.test('staleWhileRevalidate serves soft-invalidated entries while they refresh', async (t) => {
+      const app = await cachedApp(t, kind)
+      let version = 0
+      app.get('/agents', { config: { cache: { ttl: 600, tags: ['agents'], staleWhileRevalidate: 60 } } }, async () => ({ version: ++version }))
+      await app.inject('/agents')
+      await untilStored(app)
+      await app.cacheService.invalidateTags('agents', { soft: true })
+      const stale = await app.inject('/agents')
+      t.equal(stale.headers['x-cache'], 'STALE')
+      t.equal(stale.json().version, 1)
+      await until('refreshed', async () => (await app.inject('/agents')).json().version === 2)
+    })
+
+    t.test('past the stale window the entry is a miss', async (t) => {
+      const app = await cachedApp(t, kind)
+      let calls = 0
+      app.get('/short', { config: { cache: { ttl: 1, staleWhileRevalidate: 1 } } }, async () => ({ calls: ++calls }))
+      await app.inject('/short')
+      await untilStored(app)
+      await sleep(2100)
+      const response = await app.inject('/short')
+      t.equal(response.headers['x-cache'], 'MISS')
+      t.equal(response.json().calls, 2)
+    })
+
+    t.test('staleIfError: a failing handler is answered with the stale entry, which is not replaced', async (t) => {
+      const app = await cachedApp(t, kind)
+      let failing = false
+      let calls = 0
+      app.get('/kpis', { config: { cache: { ttl: 1, staleIfError: 60 } } }, async (_request, reply) => {
+        calls++
+        if (failing) {
+          if (calls % 2 === 0) throw new Error('database is down')
+          return reply.code(503).send({ error: 'unavailable' })
+        }
+        return { calls }
+      })
+      const first = await app.inject('/kpis')
+      t.equal(first.headers['cache-control'], 'public, max-age=1, stale-if-error=60')
+      await untilStored(app)
+      await sleep(1100)
+      failing = true
+      for (let i = 0; i < 2; i++) {
+        const response = await app.inject('/kpis')
+        t.equal(response.statusCode, 200, 'the failure (a throw, then a 503) is not what the client sees')
+        t.equal(response.headers['x-cache'], 'STALE')
+        t.same(response.json(), { calls: 1 })
+        t.equal(response.headers['content-type'], 'application/json; charset=utf-8')
+      }
+      failing = false
+      const recovered = await app.inject('/kpis')
+      t.equal(recovered.headers['x-cache'], 'MISS', 'the failed responses were not stored')
+      t.equal(recovered.json().calls, 4)
+    })
+
+    t.test('without staleIfError, a failure is the failure', async (t) => {
+      const app = await cachedApp(t, kind)
+      let failing = false
+      app.get('/plain', { config: { cache: { ttl: 1 } } }, async () => { if (failing) throw new Error('down'); return 'ok' })
+      await app.inject('/plain')
+      await untilStored(app)
+      await sleep(1100)
+      failing = true
+      t.equal((await app.inject('/plain')).statusCode, 500)
+    })
+
+    t.test('500 concurrent requests on a cold key run the handler once', async (t) => {
+      const app = await cachedApp(t, kind)
+      let calls = 0
+      app.get('/cold', { config: { cache: true } }, async () => { calls++; await sleep(100); return { calls } })
+      const responses = await Promise.all(Array.from({ length: 500 }, () => app.inject('/cold')))
+      t.equal(calls, 1)
+      t.ok(responses.every((response) => response.statusCode === 200 && response.json().calls === 1), 'everyone got the one answer')
+      t.equal(responses.filter((response) => response.headers['x-cache'] === 'MISS').length, 1, 'one miss, the others shared it')
+    })
+
+    t.test('a leader that throws or answers something unstorable releases its waiters, who run the handler', async (t) => {
+      const app = await cachedApp(t, kind)
+      let calls = 0
+      app.get('/flaky', { config: { cache: true } }, async (_request, reply) => {
+        calls++
+        await sleep(50)
+        if (calls === 1) throw new Error('first one fails')
+        if (calls === 2) return reply.header('set-cookie', 'sid=2').send({ calls })
+        return { calls }
+      })
+      const responses = await Promise.all(Array.from({ length: 10 }, () => app.inject('/flaky')))
+      t.equal(responses.filter((response) => response.statusCode === 500).length, 1, 'only the leader saw its failure')
+      t.ok(responses.filter((response) => response.statusCode === 200).length === 9)
+      t.notOk(responses.some((response) => response.statusCode === 200 && response.headers['set-cookie'] !== undefined && response.json().calls !== 2),
+        'a Set-Cookie response is never shared')
+    })
+
+    t.test('a leader that hangs holds its waiters no longer than coalesceWaitMs', async (t) => {
+      const app = await cachedApp(t, kind, { coalesceWaitMs: 200 })
+      let calls = 0
+      app.get('/hang', { config: { cache: true } }, async () => {
+        calls++
+        if (calls === 1) await sleep(3000)
+        return { calls }
+      })
+      const leader = app.inject('/hang')
+      await sleep(20)
+      const started = Date.now()
+      const waiter = await app.inject('/hang')
+      t.ok(Date.now() - started < 1500, 'the waiter gave up on the leader')
+      t.equal(waiter.json().calls, 2, 'and ran the handler itself')
+      await leader
+    })
+  })
+}
