@@ -28,15 +28,15 @@ export class Flights {
    * (its client went away before onSend, say) is settled after maxMs, so no flight outlives its waiters' patience.
    */
   lead (id: string, maxMs: number): (entry: HttpEntry | undefined) => void {
-    let resolve!: (entry: HttpEntry | undefined) => void
-    const promise = new Promise<HttpEntry | undefined>((done) => { resolve = done })
+    let finish!: (entry: HttpEntry | undefined) => void
+    const promise = new Promise<HttpEntry | undefined>((resolve) => { finish = resolve })
     let settled = false
     const settle = (entry: HttpEntry | undefined): void => {
       if (settled) return
       settled = true
       clearTimeout(timer)
       if (this.flights.get(id)?.promise === promise) this.flights.delete(id)
-      resolve(entry)
+      finish(entry)
     }
     const timer = setTimeout(() => settle(undefined), maxMs)
     timer.unref()
