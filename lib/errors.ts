@@ -16,6 +16,10 @@ export const FST_CACHE_STORE_ERROR = createError<'FST_CACHE_STORE_ERROR', 503, [
 export const FST_CACHE_STORE_TIMEOUT = createError<'FST_CACHE_STORE_TIMEOUT', 503, [string, number]>(
   'FST_CACHE_STORE_TIMEOUT', 'cache store operation "%s" timed out after %s ms', 503)
 
+/** The circuit breaker is open after repeated store failures: the call was not attempted. */
+export const FST_CACHE_CIRCUIT_OPEN = createError<'FST_CACHE_CIRCUIT_OPEN', 503, [string]>(
+  'FST_CACHE_CIRCUIT_OPEN', 'cache store operation "%s" not attempted: the circuit is open after repeated failures', 503)
+
 /** Stored bytes that are not a valid entry; a reader treats it as a miss and the entry is replaced. */
 export const FST_CACHE_CORRUPT_ENTRY = createError<'FST_CACHE_CORRUPT_ENTRY', 500, [string]>(
   'FST_CACHE_CORRUPT_ENTRY', 'cache entry cannot be decoded: %s', 500)

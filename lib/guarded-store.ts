@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { FST_CACHE_STORE_ERROR, FST_CACHE_STORE_TIMEOUT } from './errors'
+import type { CircuitBreaker } from './circuit-breaker'
+import { FST_CACHE_CIRCUIT_OPEN, FST_CACHE_STORE_ERROR, FST_CACHE_STORE_TIMEOUT } from './errors'
 import type { CacheStats, CacheCounters } from './stats'
 import type { CacheStore } from './stores/store'
 
@@ -17,7 +18,9 @@ export class GuardedStore {
     readonly store: CacheStore,
     private readonly timeoutMs: number,
     private readonly log: FastifyBaseLogger,
-    private readonly stats: CacheStats
+    private readonly stats: CacheStats,
+    /** Only for stores that leave the process; undefined when disabled. */
+    readonly breaker?: CircuitBreaker
   ) {}
 
   async read<T> (operation: string, call: (store: CacheStore) => Promise<T>, fallback: T, route?: CacheCounters): Promise<T> {
@@ -35,6 +38,7 @@ export class GuardedStore {
     } catch (error) {
       this.failed(operation, error, route)
       if (error instanceof FST_CACHE_STORE_TIMEOUT) throw error
+      // An open circuit is one more way for the store to fail: callers catch one code, FST_CACHE_STORE_ERROR.
       throw new FST_CACHE_STORE_ERROR(operation, error instanceof Error ? error.message : String(error))
     }
   }
@@ -54,11 +58,16 @@ export class GuardedStore {
 
   private withDeadline<T> (operation: string, call: (store: CacheStore) => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
     if (this.store.local) return call(this.store)
+    const breaker = this.breaker
+    if (breaker !== undefined && !breaker.allow()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN(operation))
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs)), timeoutMs)
+      const timer = setTimeout(() => {
+        breaker?.failed()
+        reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs))
+      }, timeoutMs)
       call(this.store).then(
-        (value) => { clearTimeout(timer); resolve(value) },
-        (error: unknown) => { clearTimeout(timer); reject(error) }
+        (value) => { clearTimeout(timer); breaker?.succeeded(); resolve(value) },
+        (error: unknown) => { clearTimeout(timer); breaker?.failed(); reject(error) }
       )
     })
   }

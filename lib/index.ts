@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import { CircuitBreaker } from './circuit-breaker'
 import { GuardedStore } from './guarded-store'
 import { ResponseCache, kCacheState } from './http/hooks'
 import { attachInvalidation } from './http/invalidates'
@@ -38,7 +39,10 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   }
   const stats = new CacheStats()
   const { store, close } = await openStore(app, options, settings)
-  const guarded = new GuardedStore(store, settings.storeTimeoutMs, app.log, stats)
+  const breaker = store.local || options.circuitBreaker === false
+    ? undefined
+    : new CircuitBreaker({ ...DEFAULTS.circuitBreaker, ...options.circuitBreaker })
+  const guarded = new GuardedStore(store, settings.storeTimeoutMs, app.log, stats, breaker)
   const inject = app.inject.bind(app)
   const cache = new ResponseCache(guarded, stats, inject)
 

@@ -47,6 +47,8 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
   }
   /** A cleanup pass on a schedule (see cacheService.cleanup). */
   cleanup?: { intervalMs: number }
+  /** Stops calling a failing Redis after `failures` consecutive failures, probing it again after `cooldownMs`. */
+  circuitBreaker?: { failures?: number, cooldownMs?: number } | false
 }
 
 export interface RouteCacheOptions extends CacheBehaviourOptions {
@@ -111,7 +113,11 @@ export const PluginOptionsSchema = Type.Object({
     }, { additionalProperties: false })),
     concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 }))
   }, { additionalProperties: false })),
-  cleanup: Type.Optional(Type.Object({ intervalMs: Type.Integer({ minimum: 1000 }) }, { additionalProperties: false }))
+  cleanup: Type.Optional(Type.Object({ intervalMs: Type.Integer({ minimum: 1000 }) }, { additionalProperties: false })),
+  circuitBreaker: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    failures: Type.Optional(Type.Integer({ minimum: 1 })),
+    cooldownMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 600000 }))
+  }, { additionalProperties: false })]))
 }, { additionalProperties: false })
 
 const KeyPartSchema = Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null(), Type.Undefined(), Type.BigInt()])
@@ -162,5 +168,6 @@ export const DEFAULTS = {
   coalesceWaitMs: 10_000,
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
-  memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 }
+  memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 },
+  circuitBreaker: { failures: 5, cooldownMs: 1000 }
 }

@@ -151,7 +151,8 @@ export class StoreCacheService implements CacheService {
     const counted: Record<string, string | number> = this.lastCleanup === undefined
       ? {}
       : { entriesCounted: this.lastCleanup.entries, bytesCounted: this.lastCleanup.bytes, countedAt: this.lastCleanup.at }
-    return this.stats_.snapshot({ ...counted, ...figures, kind: store.kind })
+    const circuit: Record<string, string> = this.guarded.breaker === undefined ? {} : { circuit: this.guarded.breaker.state }
+    return this.stats_.snapshot({ ...counted, ...circuit, ...figures, kind: store.kind })
   }
 
   private async computeOnce<T> (id: string, compute: () => T | Promise<T>, options: SetOptions): Promise<T> {

@@ -27,7 +27,7 @@ export interface CompiledRoute {
   invalidatesOf: ((request: FastifyRequest, reply: FastifyReply) => string[]) | undefined
 }
 
-export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup'>>
+export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup' | 'circuitBreaker'>>
 
 const BYPASS_PARAM = 'skip_cache'
 

@@ -1,0 +1,66 @@
+import Fastify from 'fastify'
+import t from 'tap'
+import cache from '../lib/index'
+import { CircuitBreaker } from '../lib/circuit-breaker'
+import { sleep, untilStored } from './helpers/app'
+import { RedisProcess, uniquePrefix } from './helpers/redis'
+
+t.test('the state machine: open after N failures, one probe after the cooldown, closed on its success', async (t) => {
+  const breaker = new CircuitBreaker({ failures: 3, cooldownMs: 100 })
+  t.equal(breaker.state, 'closed')
+  breaker.failed()
+  breaker.failed()
+  breaker.succeeded()
+  breaker.failed()
+  breaker.failed()
+  t.equal(breaker.state, 'closed', 'a success resets the count of consecutive failures')
+  breaker.failed()
+  t.equal(breaker.state, 'open')
+  t.equal(breaker.allow(), false, 'open: calls are not attempted')
+  await sleep(120)
+  t.equal(breaker.allow(), true, 'after the cooldown one probe goes through')
+  t.equal(breaker.state, 'half-open')
+  t.equal(breaker.allow(), false, 'and only one')
+  breaker.failed()
+  t.equal(breaker.state, 'open', 'a failed probe opens it again')
+  await sleep(120)
+  t.equal(breaker.allow(), true)
+  breaker.succeeded()
+  t.equal(breaker.state, 'closed')
+  t.equal(breaker.allow(), true)
+})
+
+t.test('a hung Redis: after a few timeouts the circuit opens and requests stop waiting; it closes after recovery', async (t) => {
+  const redis = await RedisProcess.start()
+  t.teardown(() => redis.stop())
+  const app = Fastify()
+  await app.register(cache, { redis: redis.url, prefix: uniquePrefix('breaker'), storeTimeoutMs: 200, circuitBreaker: { failures: 3, cooldownMs: 500 } })
+  let calls = 0
+  app.get('/data', { config: { cache: true } }, async () => ({ calls: ++calls }))
+  t.teardown(() => app.close())
+  await app.inject('/data')
+  await untilStored(app)
+  await redis.freeze()
+  t.teardown(() => redis.unfreeze())
+  for (let i = 0; i < 3; i++) t.equal((await app.inject('/data')).statusCode, 200, 'served while Redis hangs')
+  t.equal((await app.cacheService.stats()).store.circuit, 'open')
+  const started = Date.now()
+  for (let i = 0; i < 20; i++) t.equal((await app.inject('/data')).statusCode, 200)
+  t.ok(Date.now() - started < 1000, `with the circuit open, twenty requests did not wait on Redis (${Date.now() - started} ms)`)
+  await redis.unfreeze()
+  const deadline = Date.now() + 10_000
+  while ((await app.inject('/data')).headers['x-cache'] !== 'HIT') {
+    if (Date.now() > deadline) throw new Error('caching never resumed')
+    await sleep(50)
+  }
+  t.equal((await app.cacheService.stats()).store.circuit, 'closed', 'a successful probe closed the circuit')
+})
+
+t.test('circuitBreaker: false keeps calling Redis every time', async (t) => {
+  const redis = await RedisProcess.start()
+  t.teardown(() => redis.stop())
+  const app = Fastify()
+  await app.register(cache, { redis: redis.url, prefix: uniquePrefix('no-breaker'), circuitBreaker: false })
+  t.teardown(() => app.close())
+  t.equal((await app.cacheService.stats()).store.circuit, undefined)
+})
