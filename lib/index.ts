@@ -4,6 +4,7 @@ import { CircuitBreaker } from './circuit-breaker'
 import { GuardedStore } from './guarded-store'
 import { ResponseCache, kCacheState } from './http/hooks'
 import { attachInvalidation } from './http/invalidates'
+import { Leases } from './http/leases'
 import { FST_CACHE_INVALID_OPTION } from './errors'
 import { type PluginSettings, compileRoute } from './http/route'
 import { type CachePluginOptions, DEFAULTS, PluginOptionsSchema, type RouteCacheOptions, assertValid } from './options'
@@ -44,7 +45,8 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
     : new CircuitBreaker({ ...DEFAULTS.circuitBreaker, ...options.circuitBreaker })
   const guarded = new GuardedStore(store, settings.storeTimeoutMs, app.log, stats, breaker)
   const inject = app.inject.bind(app)
-  const cache = new ResponseCache(guarded, stats, inject)
+  const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
+  const cache = new ResponseCache(guarded, stats, inject, leases)
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)

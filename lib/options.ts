@@ -49,6 +49,8 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
   cleanup?: { intervalMs: number }
   /** Stops calling a failing Redis after `failures` consecutive failures, probing it again after `cooldownMs`. */
   circuitBreaker?: { failures?: number, cooldownMs?: number } | false
+  /** Across instances sharing Redis, one computes a missing key while the others wait up to `waitMs` for it. */
+  lease?: { ttlMs?: number, waitMs?: number } | false
 }
 
 export interface RouteCacheOptions extends CacheBehaviourOptions {
@@ -114,6 +116,10 @@ export const PluginOptionsSchema = Type.Object({
     concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 }))
   }, { additionalProperties: false })),
   cleanup: Type.Optional(Type.Object({ intervalMs: Type.Integer({ minimum: 1000 }) }, { additionalProperties: false })),
+  lease: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    ttlMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600000 })),
+    waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 }))
+  }, { additionalProperties: false })])),
   circuitBreaker: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
     failures: Type.Optional(Type.Integer({ minimum: 1 })),
     cooldownMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 600000 }))
@@ -169,5 +175,6 @@ export const DEFAULTS = {
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
   memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 },
-  circuitBreaker: { failures: 5, cooldownMs: 1000 }
+  circuitBreaker: { failures: 5, cooldownMs: 1000 },
+  lease: { ttlMs: 10_000, waitMs: 2000 }
 }

@@ -360,6 +360,34 @@ export async function storeContract (t: tap.Test, name: string, makeStore: Store
       t.equal(await store.set(id('race', 'forced'), bytes('x'), { ttlMs: LONG_MS, tags: [tag] }), true, 'a write without a stamp is not conditional')
     })
 
+    t.test('a write is refused when someone else wrote the entry after its read (a late lease holder)', async (t) => {
+      const store = await open(t)
+      const key = id('cas')
+      const late = await store.read(key, [])
+      const early = await store.read(key, [])
+      t.equal(await store.set(key, bytes('newer'), { ttlMs: LONG_MS, stamp: early.stamp }), true)
+      t.equal(await store.set(key, bytes('older'), { ttlMs: LONG_MS, stamp: late.stamp }), false, 'the late write is refused')
+      t.same(await store.get(key), bytes('newer'))
+      const again = await store.read(key, [])
+      await store.set(key, bytes('forced'), { ttlMs: LONG_MS })
+      t.equal(await store.set(key, bytes('stale read'), { ttlMs: LONG_MS, stamp: again.stamp }), false, 'also after an unconditional write')
+      const current = await store.read(key, [])
+      t.equal(await store.set(key, bytes('next'), { ttlMs: LONG_MS, stamp: current.stamp }), true)
+    })
+
+    t.test('leases: one holder at a time, released only by its holder, and never longer than their ttl', async (t) => {
+      const store = await open(t)
+      const key = id('lease')
+      t.equal(await store.acquireLease(key, 'a', SHORT_MS), true)
+      t.equal(await store.acquireLease(key, 'b', LONG_MS), false, 'held')
+      await store.releaseLease(key, 'b')
+      t.equal(await store.acquireLease(key, 'c', LONG_MS), false, 'another holder cannot release it')
+      await sleep(EXPIRED_AFTER_MS)
+      t.equal(await store.acquireLease(key, 'd', LONG_MS), true, 'a holder that never released it blocks no longer than its ttl')
+      await store.releaseLease(key, 'd')
+      t.equal(await store.acquireLease(key, 'e', LONG_MS), true, 'released by its holder')
+    })
+
     t.test('soft invalidation keeps entries, marked stale, until they are rewritten', async (t) => {
       const store = await open(t)
       const tag = tagId('ws:soft')

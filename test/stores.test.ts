@@ -211,9 +211,12 @@ t.test('redis store: the layout under the prefix', async (t) => {
     'entries (e:), one token record (g:) and one tag set (t:) per tag, nothing else')
   const token = await client.get(`${prefix}:g:${tag}`)
   t.match(token, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, 'a token is <hard>.<soft>')
-  t.same(await client.getBuffer(`${prefix}:e:${key}`), Buffer.concat([Buffer.from(`${tag}=${token}\n`), value]),
-    'the entry is a header line naming its tags and their tokens, then the bytes as they were')
-  t.same(await client.getBuffer(`${prefix}:e:plain`), Buffer.from('\np'), 'an untagged entry has an empty header line')
+  const raw = await client.getBuffer(`${prefix}:e:${key}`) as Buffer
+  const newline = raw.indexOf(0x0a)
+  t.match(raw.subarray(0, newline).toString(), new RegExp(`^@[A-Za-z0-9_-]+ ${tag.replace(/[.%]/g, '\\$&')}=${token?.replace(/[.-]/g, '\\$&')}$`),
+    'the entry is a header line with its version, its tags and their tokens')
+  t.same(raw.subarray(newline + 1), value, 'then the bytes as they were')
+  t.match((await client.get(`${prefix}:e:plain`)), /^@[A-Za-z0-9_-]+\np$/, 'an untagged entry has only its version in the header')
   t.same(await client.smembers(`${prefix}:t:${tag}`), [`${prefix}:e:${key}`], 'the tag set names the full entry key')
   const pttl = await client.pttl(`${prefix}:e:${key}`)
   t.ok(pttl > LONG_MS - 5000 && pttl <= LONG_MS, `the entry has the TTL it was given (${pttl})`)

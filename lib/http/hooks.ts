@@ -7,6 +7,7 @@ import type { CacheStats } from '../stats'
 import type { StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { Flights } from './flights'
+import type { Leases } from './leases'
 import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
 import { type CacheOutcome, cacheControlFor, mergeVary, replaceWithEntry, serveEntry, storedHeaders } from './respond'
 import { type CompiledRoute, mayBypass, wantsBypass } from './route'
@@ -29,6 +30,8 @@ export interface RequestCacheState {
   fallback?: HttpEntry
   /** Set when this request leads the computation of its key: shares its response with the requests waiting for it. */
   settle?: (entry: HttpEntry | undefined) => void
+  /** The token of the lease this request holds to compute its key across instances. */
+  lease?: string
 }
 
 declare module 'fastify' {
@@ -41,7 +44,7 @@ const EMPTY = Buffer.alloc(0)
 /** Sent on warming responses only: whether the entry was written. */
 export const STORED_HEADER = 'x-cache-stored'
 /** The fallback of a failed read: no value and no stamp, so nothing is stored for that request. */
-const NOTHING_READ: StoreRead = { value: null, stale: false, stamp: { tombstone: '', epoch: '', tags: [] } }
+const NOTHING_READ: StoreRead = { value: null, stale: false, stamp: { tombstone: '', epoch: '', version: '', tags: [] } }
 
 type Hook = (request: FastifyRequest, reply: FastifyReply, ...rest: never[]) => unknown
 function hookList (existing: Hook | Hook[] | undefined): Hook[] {
@@ -57,7 +60,9 @@ export class ResponseCache {
   constructor (
     private readonly guarded: GuardedStore,
     private readonly stats: CacheStats,
-    private readonly inject: FastifyInstance['inject']
+    private readonly inject: FastifyInstance['inject'],
+    /** Undefined for an in-process store, or when leases are turned off. */
+    private readonly leases?: Leases
   ) {}
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
@@ -145,13 +150,15 @@ export class ResponseCache {
   private async missOrShare (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState): Promise<boolean> {
     const route = state.route
     const joined = route.coalesceWaitMs > 0 ? this.flights.join(state.id, route.coalesceWaitMs) : undefined
-    if (joined === undefined) {
+    let shared: HttpEntry | undefined
+    if (joined !== undefined) {
+      shared = await joined
+    } else {
       if (route.coalesceWaitMs > 0) state.settle = this.flights.lead(state.id, route.coalesceWaitMs)
-      this.stats.count('misses', route.counters)
-      return false
+      shared = await this.acrossInstances(request, state)
     }
-    const shared = await joined
     if (shared !== undefined && varyMatches(shared.vary, request.headers)) {
+      state.settle?.(shared)
       state.outcome = 'HIT'
       this.stats.count('hits', route.counters)
       serveEntry(request, reply, shared, route, 'HIT')
@@ -159,6 +166,20 @@ export class ResponseCache {
     }
     this.stats.count('misses', route.counters)
     return false
+  }
+
+  /** Takes the lease to compute the key, or waits a bounded time for the instance that holds it. */
+  private async acrossInstances (request: FastifyRequest, state: RequestCacheState): Promise<HttpEntry | undefined> {
+    if (this.leases === undefined) return undefined
+    const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (entry) =>
+      varyMatches(entry.vary, request.headers) && Date.now() < entry.storedAt + entry.ttl * 1000)
+    if (outcome.kind === 'holder') {
+      state.lease = outcome.token
+      return undefined
+    }
+    // Later writes must be judged against what this request last saw.
+    if (outcome.stamp !== undefined) state.stamp = outcome.stamp
+    return outcome.kind === 'shared' ? outcome.entry : undefined
   }
 
   /** Replays the request as a warming request after this one, to replace an entry that is about to expire. */
@@ -237,8 +258,11 @@ export class ResponseCache {
   private readonly onResponse = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     done()
     const state = request[kCacheState]
-    state?.settle?.(undefined)
-    if (state != null && state.capture !== undefined) this.write(request, state, state.capture).catch(() => {})
+    if (state == null) return
+    state.settle?.(undefined)
+    const written = state.capture === undefined ? Promise.resolve(false) : this.write(request, state, state.capture)
+    const lease = state.lease
+    if (lease !== undefined) written.finally(() => this.leases?.release(state.id, lease)).catch(() => {})
   }
 
   /** Stores a captured response; resolves false when it was refused or failed (both counted). */

@@ -27,7 +27,7 @@ export interface CompiledRoute {
   invalidatesOf: ((request: FastifyRequest, reply: FastifyReply) => string[]) | undefined
 }
 
-export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup' | 'circuitBreaker'>>
+export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup' | 'circuitBreaker' | 'lease'>>
 
 const BYPASS_PARAM = 'skip_cache'
 
@@ -37,10 +37,14 @@ export function compileRoute (
   const options: RouteCacheOptions = config === true ? {} : config
   assertValid(RouteOptionsSchema, options, 'config.cache.', `route ${url}`)
   const vary = (options.vary ?? []).map((name) => name.toLowerCase())
+  const ttl = options.ttl ?? settings.ttl
+  if (options.refreshAhead !== undefined && options.refreshAhead >= ttl) {
+    throw new FST_CACHE_INVALID_OPTION(`route ${url}: option "config.cache.refreshAhead" must be less than the ttl (${ttl}), got ${options.refreshAhead}`)
+  }
   return {
     name: url,
     counters: stats.route(url),
-    ttl: options.ttl ?? settings.ttl,
+    ttl,
     storage: {
       statuses: new Set(options.statuses ?? settings.statuses),
       maxEntryBytes: options.maxEntryBytes ?? settings.maxEntryBytes

@@ -11,6 +11,7 @@ export interface MemoryStoreOptions {
 
 interface MemoryEntry {
   value: Buffer
+  version: string
   expiresAt: number
   /** The token of each tag when the entry was written. */
   tags: ReadonlyArray<readonly [string, string]>
@@ -28,6 +29,7 @@ export class MemoryStore implements CacheStore {
   private readonly tagIndex = new Map<string, Set<string>>()
   private readonly tagTokens = new Map<string, Expiring>()
   private readonly tombstones = new Map<string, Expiring>()
+  private readonly leases = new Map<string, Expiring>()
   private epoch = ''
   private writes = 0
   private bytes = 0
@@ -43,6 +45,7 @@ export class MemoryStore implements CacheStore {
     const stamp: WriteStamp = {
       tombstone: this.current(this.tombstones, id) ?? '',
       epoch: this.epoch,
+      version: state === 'invalid' || entry === undefined ? '' : entry.version,
       tags: tags.map((tag) => [tag, this.tagToken(tag, INVALIDATION_WINDOW_MS)] as const)
     }
     if (entry === undefined || state === 'invalid') return { value: null, stale: false, stamp }
@@ -59,10 +62,10 @@ export class MemoryStore implements CacheStore {
     if (stamp !== undefined && !this.stampHolds(id, stamp)) return false
     this.remove(id)
     // Expired tokens and tombstones are dropped lazily on access, and swept now and then so that they stay bounded.
-    if (++this.writes % 1000 === 0) { this.sweep(this.tagTokens); this.sweep(this.tombstones) }
+    if (++this.writes % 1000 === 0) { this.sweep(this.tagTokens); this.sweep(this.tombstones); this.sweep(this.leases) }
     const ttlMs = Math.max(1, Math.round(options.ttlMs))
     const tags = (options.tags ?? []).map((tag) => [tag, this.tagToken(tag, ttlMs + 1000)] as const)
-    const entry: MemoryEntry = { value, expiresAt: Date.now() + ttlMs, tags, bytes: value.length + id.length }
+    const entry: MemoryEntry = { value, version: newTokenPart(), expiresAt: Date.now() + ttlMs, tags, bytes: value.length + id.length }
     if (entry.bytes > this.options.maxBytes) return true
     this.entries.set(id, entry)
     this.bytes += entry.bytes
@@ -82,6 +85,16 @@ export class MemoryStore implements CacheStore {
       if (this.live(id) !== undefined && this.remove(id)) count++
     }
     return count
+  }
+
+  async acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> {
+    if (this.current(this.leases, id) !== undefined) return false
+    this.leases.set(id, { value: token, expiresAt: Date.now() + ttlMs })
+    return true
+  }
+
+  async releaseLease (id: string, token: string): Promise<void> {
+    if (this.current(this.leases, id) === token) this.leases.delete(id)
   }
 
   async exists (id: string): Promise<boolean> {
@@ -185,6 +198,7 @@ export class MemoryStore implements CacheStore {
 
   private stampHolds (id: string, stamp: WriteStamp): boolean {
     if ((this.current(this.tombstones, id) ?? '') !== stamp.tombstone || this.epoch !== stamp.epoch) return false
+    if ((this.live(id)?.version ?? '') !== stamp.version) return false
     return stamp.tags.every(([tag, token]) => this.current(this.tagTokens, tag) === token)
   }
 

@@ -6,7 +6,8 @@ import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type Store
 import { newTokenPart } from './tokens'
 
 // Layout under the prefix:
-//   e:<id>   the entry: a header line `tag=token tag=token`, a newline, then the value bytes
+//   e:<id>   the entry: a header line `@<version> tag=token tag=token`, a newline, then the value bytes
+//   l:<id>   the lease of the instance computing the entry, if any
 //   g:<tag>  the tag's current token `<hard>.<soft>`
 //   t:<tag>  the set of entry keys written with the tag (to count and reclaim them on invalidation)
 //   v:<id>   the key's tombstone, set by delete/invalidate, refusing writes of misses that read before it
@@ -15,14 +16,18 @@ import { newTokenPart } from './tokens'
 // second), tombstones after the invalidation window. Nothing is kept without a TTL.
 
 // KEYS: entry, tombstone, epoch. ARGV: tag token prefix, a new token part, then the tags whose tokens to capture.
-// Returns: value or false, validity (0 valid, 1 stale, 2 invalid), tombstone, epoch, captured tokens...
+// Returns: value or false, validity (0 valid, 1 stale, 2 invalid), tombstone, epoch, the entry's version (even when
+// invalid: a conditional write compares it with what is there), captured tokens...
 const READ = `
 local value = redis.call('GET', KEYS[1])
 local state = 0
+local version = ''
 if value then
   local newline = string.find(value, '\\n', 1, true)
   if not newline then state = 2 else
-    for tag, token in string.gmatch(string.sub(value, 1, newline - 1), '([^ =]+)=([^ ]+)') do
+    local header = string.sub(value, 1, newline - 1)
+    version = string.match(header, '^@([^ ]+)') or ''
+    for tag, token in string.gmatch(header, '([^ =]+)=([^ ]+)') do
       local current = redis.call('GET', ARGV[1] .. tag)
       if not current then state = 2 break end
       local hard, soft = string.match(token, '^([^.]*)%.(.*)$')
@@ -32,7 +37,7 @@ if value then
     end
   end
 end
-local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '' }
+local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '', version }
 for i = 3, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   local token = redis.call('GET', key)
@@ -45,22 +50,25 @@ end
 return result`
 
 // KEYS: entry, tombstone, epoch. ARGV: tag token prefix, tag set prefix, value, ttl ms, '1' when stamped,
-// tombstone and epoch of the stamp, a new token part, then pairs of tag and the token the stamp saw.
+// tombstone, epoch and entry version of the stamp, a new token part, the new version, then pairs of tag and the token
+// the stamp saw. A stamped write is refused when the entry was rewritten since the read (a late writer whose lease
+// expired must not overwrite a newer value) or anything it depends on was invalidated.
 const WRITE = `
 local stamped = ARGV[5] == '1'
-if stamped and ((redis.call('GET', KEYS[2]) or '') ~= ARGV[6] or (redis.call('GET', KEYS[3]) or '') ~= ARGV[7]) then
-  return 0
+if stamped then
+  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[6] or (redis.call('GET', KEYS[3]) or '') ~= ARGV[7] then return 0 end
+  if (string.match(redis.call('GETRANGE', KEYS[1], 0, 63), '^@([^ \\n]+)') or '') ~= ARGV[8] then return 0 end
 end
 local ttl = tonumber(ARGV[4])
 local keep = ttl + 1000
-local header = {}
-for i = 9, #ARGV, 2 do
+local header = { '@' .. ARGV[10] }
+for i = 11, #ARGV, 2 do
   local tag = ARGV[i]
   local tokenKey = ARGV[1] .. tag
   local current = redis.call('GET', tokenKey)
   if stamped and current ~= ARGV[i + 1] then return 0 end
   if not current then
-    current = ARGV[8] .. '.' .. ARGV[8]
+    current = ARGV[9] .. '.' .. ARGV[9]
     redis.call('SET', tokenKey, current, 'PX', keep)
   elseif redis.call('PTTL', tokenKey) < keep then
     redis.call('PEXPIRE', tokenKey, keep)
@@ -103,13 +111,18 @@ if newline then
 end
 return 1`
 
+// KEYS: lease. ARGV: token. Deletes the lease only if this holder still has it.
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
 const INFO_FIELDS = [
   'redis_version', 'used_memory_human', 'connected_clients', 'total_commands_processed',
   'keyspace_hits', 'keyspace_misses', 'evicted_keys', 'expired_keys'
 ]
 const BATCH = 500
 const NEWLINE = 0x0a
-const OWN_KEY = /^(?:[egtv]:|p$)/
+const OWN_KEY = /^(?:[egltv]:|p$)/
 
 /** A Lua script run by its SHA, sent whole only when Redis does not know it yet (after a restart, say). */
 class Script {
@@ -132,6 +145,7 @@ const read = new Script(READ)
 const write = new Script(WRITE)
 const invalidateTags = new Script(INVALIDATE_TAGS)
 const expire = new Script(EXPIRE)
+const release = new Script(RELEASE)
 
 export class RedisStore implements CacheStore {
   readonly kind = 'redis'
@@ -141,8 +155,10 @@ export class RedisStore implements CacheStore {
   private readonly tagSetPrefix: string
   private readonly tombstonePrefix: string
   private readonly epochKey: string
+  private readonly leasePrefix: string
 
   constructor (private readonly client: Redis, private readonly prefix: string) {
+    this.leasePrefix = prefix + ':l:'
     this.entryPrefix = prefix + ':e:'
     this.tokenPrefix = prefix + ':g:'
     this.tagSetPrefix = prefix + ':t:'
@@ -152,11 +168,12 @@ export class RedisStore implements CacheStore {
 
   async read (id: string, tags: readonly string[]): Promise<StoreRead> {
     const reply = await read.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey],
-      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, ...Buffer[]]
-    const [raw, state, tombstone, epoch, ...tokens] = reply
+      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, Buffer, ...Buffer[]]
+    const [raw, state, tombstone, epoch, version, ...tokens] = reply
     const stamp: WriteStamp = {
       tombstone: tombstone.toString(),
       epoch: epoch.toString(),
+      version: version.toString(),
       tags: tags.map((tag, i) => [tag, tokens[i].toString()] as const)
     }
     const value = raw === null || state === 2 ? null : payload(raw)
@@ -174,7 +191,7 @@ export class RedisStore implements CacheStore {
     const pairs = (options.tags ?? []).flatMap((tag) => [tag, captured.get(tag) ?? ''])
     const written = await write.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey], [
       this.tokenPrefix, this.tagSetPrefix, value, ttlMs, stamp === undefined ? '0' : '1',
-      stamp?.tombstone ?? '', stamp?.epoch ?? '', newTokenPart(), ...pairs
+      stamp?.tombstone ?? '', stamp?.epoch ?? '', stamp?.version ?? '', newTokenPart(), newTokenPart(), ...pairs
     ])
     return written === 1
   }
@@ -192,6 +209,14 @@ export class RedisStore implements CacheStore {
       count += Number(unlinked)
     }
     return count
+  }
+
+  async acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> {
+    return await this.client.set(this.leasePrefix + id, token, 'PX', ttlMs, 'NX') === 'OK'
+  }
+
+  async releaseLease (id: string, token: string): Promise<void> {
+    await release.run(this.client, [this.leasePrefix + id], [token])
   }
 
   async exists (id: string): Promise<boolean> {
@@ -265,10 +290,14 @@ export class RedisStore implements CacheStore {
       const orphans: string[] = []
       let reply = 0
       for (const key of keys) {
-        if (replies[reply++]?.[1] === -1) orphans.push(key)
-        if (key.startsWith(this.entryPrefix)) {
+        const ttl = replies[reply++]?.[1]
+        if (ttl === -1) orphans.push(key)
+        if (!key.startsWith(this.entryPrefix)) continue
+        const length = Number(replies[reply++]?.[1] ?? 0)
+        // Counted only when it stays: not an orphan about to go, nor one that expired since the SCAN.
+        if (typeof ttl === 'number' && ttl > 0) {
           report.entries++
-          report.bytes += Number(replies[reply++]?.[1] ?? 0)
+          report.bytes += length
         }
       }
       if (orphans.length > 0) report.removedWithoutTtl += await this.client.unlink(...orphans)

@@ -18,6 +18,13 @@ export interface CacheStore {
   get (id: string): Promise<Buffer | null>
   /** Writes an entry; with a stamp, resolves false and writes nothing when an invalidation happened since the read. */
   set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean>
+  /**
+   * Takes the lease to compute an entry (SET NX PX): across instances, one computes while the others wait briefly.
+   * A holder that dies or hangs blocks no one for longer than ttlMs.
+   */
+  acquireLease (id: string, token: string, ttlMs: number): Promise<boolean>
+  /** Gives the lease back, only if this holder still has it. */
+  releaseLease (id: string, token: string): Promise<void>
   /** Removes entries and blocks in-flight writes of them; resolves to how many existed. */
   delete (ids: readonly string[]): Promise<number>
   exists (id: string): Promise<boolean>
@@ -50,7 +57,7 @@ export interface CleanupReport {
   removedWithoutTtl: number
   /** Tag-set members (or, in memory, token records and tombstones) that pointed at nothing, removed. */
   removedDangling: number
-  /** Entries under the prefix, and the bytes of their values, when the pass ran. */
+  /** Entries under the prefix, and the bytes they take as stored (header included in Redis), when the pass ran. */
   entries: number
   bytes: number
   durationMs: number
@@ -67,6 +74,8 @@ export interface StoreRead {
 export interface WriteStamp {
   readonly tombstone: string
   readonly epoch: string
+  /** The version of the entry that was there ('' for none): a write after someone else's is refused. */
+  readonly version: string
   readonly tags: ReadonlyArray<readonly [string, string]>
 }
 

@@ -1,0 +1,60 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { type HttpEntry, decodeEntry } from '../entry'
+import type { GuardedStore } from '../guarded-store'
+import type { WriteStamp } from '../stores/store'
+import { newTokenPart } from '../stores/tokens'
+
+export interface LeaseOptions {
+  /** How long a lease holds at most: a holder that dies or hangs blocks the key no longer than this. */
+  ttlMs: number
+  /** How long another instance waits for the holder's entry before running the handler itself. */
+  waitMs: number
+}
+
+/** What a miss does once it has tried the lease. */
+export type LeaseOutcome =
+  | { kind: 'holder', token: string }
+  | { kind: 'shared', entry: HttpEntry, stamp: WriteStamp }
+  | { kind: 'timeout', stamp: WriteStamp | undefined }
+
+const POLL_MS = 25
+
+/**
+ * Stampede protection across instances sharing the store: the instance whose miss takes the lease (SET NX PX with a
+ * random token) computes; the others poll for its entry for a bounded time, then run the handler themselves. A store
+ * failure counts as holding the lease: the cache never stops a request from being served.
+ */
+export class Leases {
+  constructor (private readonly guarded: GuardedStore, private readonly options: LeaseOptions) {}
+
+  async acquireOrWait (id: string, tags: readonly string[], usable: (entry: HttpEntry) => boolean): Promise<LeaseOutcome> {
+    const token = newTokenPart()
+    const acquired = await this.guarded.read('lease', (store) => store.acquireLease(id, token, this.options.ttlMs), true)
+    if (acquired) return { kind: 'holder', token }
+    const deadline = Date.now() + this.options.waitMs
+    let stamp: WriteStamp | undefined
+    while (Date.now() < deadline) {
+      await sleep(POLL_MS)
+      const found = await this.guarded.read('read', (store) => store.read(id, tags), undefined)
+      if (found === undefined) break
+      stamp = found.stamp
+      if (found.value === null || found.stale) continue
+      const entry = decode(found.value)
+      if (entry !== undefined && usable(entry)) return { kind: 'shared', entry, stamp }
+    }
+    return { kind: 'timeout', stamp }
+  }
+
+  /** Gives the lease back once the holder's entry is written (or was not storable); a failure is only counted. */
+  release (id: string, token: string): void {
+    this.guarded.write('releaseLease', (store) => store.releaseLease(id, token)).catch(() => {})
+  }
+}
+
+function decode (bytes: Buffer): HttpEntry | undefined {
+  try {
+    return decodeEntry(bytes)
+  } catch {
+    return undefined
+  }
+}

@@ -1,0 +1,76 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import Fastify, { type FastifyInstance } from 'fastify'
+import t from 'tap'
+import cache from '../lib/index'
+import { sleep } from './helpers/app'
+import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
+
+async function startWorker (t: Teardownable, env: Record<string, string>): Promise<number> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'fixtures', 'stampede-worker.ts')], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  t.teardown(() => { child.kill('SIGTERM') })
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
+  const first = await new Promise<string>((resolve, reject) => {
+    lines.once('line', resolve)
+    child.once('exit', () => reject(new Error('the worker exited before it listened')))
+  })
+  return (JSON.parse(first) as { port: number }).port
+}
+
+t.test('500 concurrent requests on a cold key across 4 processes sharing Redis', async (t) => {
+  const prefix = uniquePrefix('stampede')
+  const client = await createClient(t)
+  t.teardown(() => deleteByPrefix(client, prefix))
+  const env = { REDIS_URL: await redisUrl(), CACHE_PREFIX: prefix }
+  const ports = await Promise.all([1, 2, 3, 4].map(() => startWorker(t, env)))
+  const responses = await Promise.all(Array.from({ length: 500 }, async (_, i) => {
+    const response = await fetch(`http://127.0.0.1:${ports[i % 4]}/report`)
+    return { status: response.status, cache: response.headers.get('x-cache'), body: await response.json() as { computedBy: number } }
+  }))
+  t.ok(responses.every((response) => response.status === 200), 'every request succeeded')
+  let calls = 0
+  for (const port of ports) calls += ((await (await fetch(`http://127.0.0.1:${port}/calls`)).json()) as { calls: number }).calls
+  t.equal(calls, 1, 'the handler ran once across all four processes')
+  t.equal(new Set(responses.map((response) => response.body.computedBy)).size, 1, 'everyone got the one computation')
+})
+
+async function instance (t: Teardownable, prefix: string, handler: () => Promise<unknown>, lease = { ttlMs: 1000, waitMs: 400 }): Promise<FastifyInstance> {
+  const app = Fastify()
+  await app.register(cache, { redis: await redisUrl(), prefix, lease })
+  app.get('/k', { config: { cache: true } }, handler)
+  t.teardown(() => app.close())
+  return app
+}
+
+t.test('a lease holder that throws or hangs holds the other instances no longer than their wait', async (t) => {
+  const prefix = uniquePrefix('lease')
+  const client = await createClient(t)
+  t.teardown(() => deleteByPrefix(client, prefix))
+  let calls = 0
+  const hanging = await instance(t, prefix, async () => { calls++; await sleep(1500); return 'late' })
+  const throwing = await instance(t, prefix, async () => { calls++; await sleep(100); throw new Error('leader fails') })
+  const other = await instance(t, prefix, async () => { calls++; return 'other' })
+
+  const leader = hanging.inject('/k')
+  await sleep(50)
+  const started = Date.now()
+  const waiter = await other.inject('/k')
+  t.equal(waiter.statusCode, 200)
+  t.equal(waiter.body, 'other', 'the waiter ran the handler itself')
+  t.ok(Date.now() - started < 1200, `after a bounded wait (${Date.now() - started} ms)`)
+  t.equal((await leader).body, 'late')
+  await sleep(100)
+  t.equal((await other.inject('/k')).body, 'other', 'the late holder did not overwrite the newer entry')
+
+  await other.cacheService.invalidatePattern('*')
+  const failing = throwing.inject('/k')
+  await sleep(30)
+  const afterFailure = await other.inject('/k')
+  t.equal(afterFailure.statusCode, 200, 'the failure of the holder is not shared')
+  t.equal((await failing).statusCode, 500)
+  t.ok(calls >= 4)
+})
