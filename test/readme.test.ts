@@ -14,8 +14,13 @@ rmSync(dir, { recursive: true, force: true })
 mkdirSync(dir, { recursive: true })
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
-interface Context { app?: FastifyInstance, workspaceId?: string, buildWeeklyReport?: (id: string) => unknown }
-type Example = (context: Context) => Promise<{ app: FastifyInstance, result?: unknown }>
+interface Context {
+  app?: FastifyInstance
+  workspaceId?: string
+  buildWeeklyReport?: (id: string) => unknown
+  db?: { query: (sql: string, params: unknown[]) => Promise<unknown> }
+}
+type Example = (context: Context) => Promise<{ app: FastifyInstance, result?: unknown, runs?: unknown, stats?: unknown }>
 
 /** Turns a block into a module exporting `run(context)`: imports stay on top, the rest becomes the body. */
 async function load (block: string, index: number, redis: string): Promise<Example> {
@@ -25,8 +30,8 @@ async function load (block: string, index: number, redis: string): Promise<Examp
   // Snippets after the quick start leave out its import of the plugin.
   if (!imports.some((line) => line.startsWith('import cache '))) imports.push("import cache from '../../lib/index'")
   const body = lines.filter((line) => !line.startsWith('import ')).join('\n')
-  const given = ['app', 'workspaceId', 'buildWeeklyReport'].filter((name) => !new RegExp(`(const|let|function) ${name}\\b`).test(body))
-  const results = ['result'].filter((name) => new RegExp(`const ${name}\\b`).test(body))
+  const given = ['app', 'workspaceId', 'buildWeeklyReport', 'db'].filter((name) => !new RegExp(`(const|let|function) ${name}\\b`).test(body))
+  const results = ['result', 'runs', 'stats'].filter((name) => new RegExp(`const ${name}\\b`).test(body))
   const source = `${imports.join('\n')}
 // eslint-disable-next-line
 export async function run ({ ${given.join(', ')} }: any): Promise<any> {
@@ -77,18 +82,24 @@ t.test('README examples run as written', async (t) => {
     t.equal((await app.inject({ url: '/r?skip_cache=1', headers: { 'x-cache-admin': 'let-me-in' } })).headers['x-cache'], 'BYPASS')
   })
 
-  t.test('getOrCompute and invalidatePattern', async (t) => {
+  t.test('getOrCompute, invalidatePattern, cached queries and cleanup', async (t) => {
     const app = Fastify()
     t.teardown(() => app.close())
     await app.register(cache)
     await app.cacheService.set(['exec', 'dashboard', 'ws9', '7d'], { old: true })
     let builds = 0
-    const context = { app, workspaceId: 'ws9', buildWeeklyReport: (id: string) => ({ id, builds: ++builds }) }
-    await service(context)
+    let queries = 0
+    const db = { query: async (sql: string, params: unknown[]) => { queries++; return { sql, params, count: 42 } } }
+    const context = { app, workspaceId: 'ws9', buildWeeklyReport: (id: string) => ({ id, builds: ++builds }), db }
+    const first = await service(context)
+    t.equal(queries, 1)
     await service(context)
     t.equal(builds, 1, 'the report was computed once')
+    t.equal(queries, 2, 'the invalidated query ran again, once')
     t.same(await app.cacheService.get(['report', 'weekly', 'ws9']), { id: 'ws9', builds: 1 })
     t.equal(await app.cacheService.exists('exec:dashboard:ws9:7d'), false, 'the pattern deleted the dashboard')
+    t.match(first.runs, { count: 42 })
+    t.match(first.stats, { scanned: Number, entries: Number, bytes: Number })
   })
 
   t.test('invalidation: a write route, tags, soft, key and pattern', async (t) => {
