@@ -12,6 +12,8 @@ export interface HttpEntry {
   etag: string
   /** Request header values the response varied on (its Vary header), to be matched on reuse. */
   vary?: Record<string, string>
+  /** Milliseconds the handler took to produce it, for probabilistic early refresh. */
+  computeMs?: number
 }
 
 interface EntryMeta {
@@ -21,6 +23,7 @@ interface EntryMeta {
   l: number
   e: string
   v?: Record<string, string>
+  d?: number
 }
 
 // Layout: 'H', version, uint32 BE meta length, meta JSON, body. The body stays raw bytes (no base64, no copy on read).
@@ -31,6 +34,7 @@ const HEAD_BYTES = 6
 export function encodeEntry (entry: HttpEntry): Buffer {
   const meta: EntryMeta = { s: entry.status, h: entry.headers, t: entry.storedAt, l: entry.ttl, e: entry.etag }
   if (entry.vary !== undefined) meta.v = entry.vary
+  if (entry.computeMs !== undefined) meta.d = entry.computeMs
   const metaBytes = Buffer.from(JSON.stringify(meta))
   const bytes = Buffer.allocUnsafe(HEAD_BYTES + metaBytes.length + entry.body.length)
   bytes[0] = MARKER
@@ -59,11 +63,12 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
   }
   if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.s) || !isHeaderRecord(meta.h) ||
     typeof meta.t !== 'number' || typeof meta.l !== 'number' || typeof meta.e !== 'string' ||
-    (meta.v !== undefined && !isStringRecord(meta.v))) {
+    (meta.v !== undefined && !isStringRecord(meta.v)) || (meta.d !== undefined && typeof meta.d !== 'number')) {
     throw new FST_CACHE_CORRUPT_ENTRY('entry metadata has the wrong shape')
   }
   const entry: HttpEntry = { status: meta.s, headers: meta.h, body: bytes.subarray(metaEnd), storedAt: meta.t, ttl: meta.l, etag: meta.e }
   if (meta.v !== undefined) entry.vary = meta.v
+  if (meta.d !== undefined) entry.computeMs = meta.d
   return entry
 }
 

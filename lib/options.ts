@@ -72,6 +72,12 @@ export interface RouteCacheOptions extends CacheBehaviourOptions {
    * time), so that entries that are read keep being fresh and their readers never wait for a miss.
    */
   refreshAhead?: number
+  /**
+   * Probabilistic early refresh (XFetch, Vattani et al. 2015): a hit refreshes the entry in the background with a
+   * probability that grows as expiry nears and with how long the handler took. 1 is the usual value; higher refreshes
+   * earlier. Hot keys are then refreshed before they expire, without a stampede at expiry.
+   */
+  earlyRefresh?: number
 }
 
 // Taken from method signatures, whose parameters TypeScript checks bivariantly: a builder may then annotate its
@@ -135,7 +141,8 @@ export const RouteOptionsSchema = Type.Object({
   vary: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' }))),
   cacheControl: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Literal(false)])),
   invalidates: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 })), Type.Function([], Type.Unknown())])),
-  refreshAhead: Type.Optional(Seconds)
+  refreshAhead: Type.Optional(Seconds),
+  earlyRefresh: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100 }))
 }, { additionalProperties: false })
 
 /**

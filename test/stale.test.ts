@@ -150,3 +150,27 @@ for (const kind of STORE_KINDS) {
     })
   })
 }
+
+t.test('earlyRefresh (XFetch): hot keys are refreshed before they expire, more often as expiry nears', async (t) => {
+  const app = await cachedApp(t, 'memory')
+  let calls = 0
+  app.get('/slow', { config: { cache: { ttl: 2, earlyRefresh: 1 } } }, async () => {
+    calls++
+    await sleep(300)
+    return { calls }
+  })
+  await app.inject('/slow')
+  await untilStored(app)
+  const early = await app.inject('/slow')
+  t.equal(early.headers['x-cache'], 'HIT')
+  t.equal(calls, 1, 'far from expiry (1.7 s left for a 0.3 s computation) a refresh is very unlikely')
+  await sleep(1500)
+  // About 0.2 s left: each hit refreshes with probability exp(-0.2 / 0.3), about one in two; one refresh at a time.
+  for (let i = 0; i < 20; i++) {
+    t.equal((await app.inject('/slow')).headers['x-cache'], 'HIT')
+    await sleep(5)
+  }
+  await until('a background refresh ran', () => calls >= 2, 2000)
+  await until('the refreshed entry is stored', async () => (await app.inject('/slow')).json().calls >= 2, 2000)
+  t.pass('the entry was replaced before it expired')
+})

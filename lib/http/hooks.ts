@@ -32,6 +32,8 @@ export interface RequestCacheState {
   settle?: (entry: HttpEntry | undefined) => void
   /** The token of the lease this request holds to compute its key across instances. */
   lease?: string
+  /** When the lookup found no entry, to measure how long the handler took. */
+  missedAt?: number
 }
 
 declare module 'fastify' {
@@ -130,7 +132,7 @@ export class ResponseCache {
         state.outcome = 'HIT'
         this.stats.count('hits', route.counters)
         serveEntry(request, reply, entry, route, 'HIT')
-        if (route.refreshAheadMs > 0 && freshMs - age < route.refreshAheadMs) this.refresh(request, id)
+        if (shouldRefreshEarly(route, entry, freshMs - age)) this.refresh(request, id)
         return true
       }
       // Stale: past its freshness, or soft-invalidated. Served at once within the route's window, refreshed behind.
@@ -165,6 +167,7 @@ export class ResponseCache {
       return true
     }
     this.stats.count('misses', route.counters)
+    state.missedAt = Date.now()
     return false
   }
 
@@ -227,7 +230,9 @@ export class ResponseCache {
       return done(null, payload)
     }
     const etag = headers.etag !== undefined ? String(headers.etag) : etagFor(body)
-    const capture: HttpEntry = { status: reply.statusCode, headers: storedHeaders(headers), body, storedAt: Date.now(), ttl: route.ttl, etag }
+    const storedAt = Date.now()
+    const capture: HttpEntry = { status: reply.statusCode, headers: storedHeaders(headers), body, storedAt, ttl: route.ttl, etag }
+    if (state.missedAt !== undefined) capture.computeMs = storedAt - state.missedAt
     const varied = varyNames(headers.vary)
     if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
     state.capture = capture
@@ -282,4 +287,14 @@ export class ResponseCache {
       return false
     }
   }
+}
+
+/**
+ * Refresh-ahead when the entry is within the route's window of expiry, or XFetch: refresh when
+ * now - computeMs * beta * ln(random) >= expiry, which grows likelier as expiry nears and for slow computations.
+ */
+function shouldRefreshEarly (route: CompiledRoute, entry: HttpEntry, freshLeftMs: number): boolean {
+  if (route.refreshAheadMs > 0 && freshLeftMs < route.refreshAheadMs) return true
+  if (route.earlyRefresh === 0 || entry.computeMs === undefined) return false
+  return -entry.computeMs * route.earlyRefresh * Math.log(Math.random()) >= freshLeftMs
 }

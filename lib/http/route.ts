@@ -19,6 +19,8 @@ export interface CompiledRoute {
   /** Milliseconds before expiry within which a hit also refreshes the entry; 0 for never. */
   refreshAheadMs: number
   staleWhileRevalidateMs: number
+  /** XFetch's beta; 0 for no early refresh. */
+  earlyRefresh: number
   staleIfErrorMs: number
   coalesceWaitMs: number
   keyOf (request: FastifyRequest): string
@@ -54,6 +56,7 @@ export function compileRoute (
     lookup: options.lookup ?? settings.lookup,
     vary,
     refreshAheadMs: (options.refreshAhead ?? 0) * 1000,
+    earlyRefresh: options.earlyRefresh ?? 0,
     staleWhileRevalidateMs: (options.staleWhileRevalidate ?? settings.staleWhileRevalidate) * 1000,
     staleIfErrorMs: (options.staleIfError ?? settings.staleIfError) * 1000,
     coalesceWaitMs: options.coalesceWaitMs ?? settings.coalesceWaitMs,
