@@ -164,9 +164,9 @@ t.test('earlyRefresh (XFetch): hot keys are refreshed before they expire, more o
   const early = await app.inject('/slow')
   t.equal(early.headers['x-cache'], 'HIT')
   t.equal(calls, 1, 'far from expiry (1.7 s left for a 0.3 s computation) a refresh is very unlikely')
-  await sleep(1500)
-  // About 0.2 s left: each hit refreshes with probability exp(-0.2 / 0.3), about one in two; one refresh at a time.
-  for (let i = 0; i < 20; i++) {
+  await sleep(1400)
+  // About 0.3 s left: each hit refreshes with probability exp(-0.3 / 0.3), about one in three; one refresh at a time.
+  for (let i = 0; i < 12; i++) {
     t.equal((await app.inject('/slow')).headers['x-cache'], 'HIT')
     await sleep(5)
   }
