@@ -173,7 +173,8 @@ export class ResponseCache {
 
   /** Takes the lease to compute the key, or waits a bounded time for the instance that holds it. */
   private async acrossInstances (request: FastifyRequest, state: RequestCacheState): Promise<HttpEntry | undefined> {
-    if (this.leases === undefined) return undefined
+    // After a failed read there is no stamp, so nothing will be stored: a lease would only add a second deadline.
+    if (this.leases === undefined || state.stamp === undefined) return undefined
     const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (entry) =>
       varyMatches(entry.vary, request.headers) && Date.now() < entry.storedAt + entry.ttl * 1000)
     if (outcome.kind === 'holder') {
@@ -185,14 +186,26 @@ export class ResponseCache {
     return outcome.kind === 'shared' ? outcome.entry : undefined
   }
 
-  /** Replays the request as a warming request after this one, to replace an entry that is about to expire. */
+  /**
+   * Replays the request as a warming request after this one, to replace a stale entry or one about to expire. One
+   * refresh per key runs in this process, and, with leases, across all instances: the one that takes the lease.
+   */
   private refresh (request: FastifyRequest, id: string): void {
     if (this.refreshing.has(id)) return
     this.refreshing.add(id)
     const headers = { ...request.headers, [WARM_HEADER]: warmToken }
     setImmediate(() => {
-      this.inject({ method: 'GET', url: request.url, headers })
-        .catch((error: unknown) => this.guarded.failed('refreshAhead', error))
+      const leased = this.leases === undefined ? Promise.resolve('') : this.leases.tryAcquire(id)
+      leased
+        .then(async (token) => {
+          if (token === undefined) return
+          try {
+            await this.inject({ method: 'GET', url: request.url, headers })
+          } finally {
+            if (token !== '') this.leases?.release(id, token)
+          }
+        })
+        .catch((error: unknown) => this.guarded.failed('refresh', error))
         .finally(() => this.refreshing.delete(id))
     })
   }

@@ -27,10 +27,16 @@ const POLL_MS = 25
 export class Leases {
   constructor (private readonly guarded: GuardedStore, private readonly options: LeaseOptions) {}
 
-  async acquireOrWait (id: string, tags: readonly string[], usable: (entry: HttpEntry) => boolean): Promise<LeaseOutcome> {
+  /** The lease's token when this instance took it; undefined when another holds it. A store failure takes it. */
+  async tryAcquire (id: string): Promise<string | undefined> {
     const token = newTokenPart()
     const acquired = await this.guarded.read('lease', (store) => store.acquireLease(id, token, this.options.ttlMs), true)
-    if (acquired) return { kind: 'holder', token }
+    return acquired ? token : undefined
+  }
+
+  async acquireOrWait (id: string, tags: readonly string[], usable: (entry: HttpEntry) => boolean): Promise<LeaseOutcome> {
+    const token = await this.tryAcquire(id)
+    if (token !== undefined) return { kind: 'holder', token }
     const deadline = Date.now() + this.options.waitMs
     let stamp: WriteStamp | undefined
     while (Date.now() < deadline) {
