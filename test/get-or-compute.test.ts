@@ -1,13 +1,5 @@
 import t from 'tap'
-import { STORE_KINDS, cachedApp, sleep } from './helpers/app'
-
-async function until (check: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await sleep(10)
-  }
-}
+import { STORE_KINDS, cachedApp, sleep, until } from './helpers/app'
 
 for (const kind of STORE_KINDS) {
   t.test(`${kind} store`, async (t) => {
@@ -21,7 +13,7 @@ for (const kind of STORE_KINDS) {
       t.equal(await app.cacheService.get('report'), undefined, 'get() answers fresh values only')
       const answers = await Promise.all(Array.from({ length: 20 }, () => app.cacheService.getOrCompute('report', compute, options)))
       t.same(new Set(answers), new Set(['v1']), 'every caller got the stale value without waiting')
-      await until(async () => (await app.cacheService.get('report')) === 'v2')
+      await until('the value was refreshed', async () => (await app.cacheService.get('report')) === 'v2')
       t.equal(computations, 2, 'exactly one background refresh ran')
       t.ok((await app.cacheService.stats()).stale >= 1)
       t.ok(await app.cacheService.ttl('report') > 1, 'the stored value outlives its freshness by the window')
@@ -44,7 +36,7 @@ for (const kind of STORE_KINDS) {
       t.equal(await app.cacheService.getOrCompute('dash', compute, options), 1)
       await app.cacheService.invalidateTags('ws:1', { soft: true })
       t.equal(await app.cacheService.getOrCompute('dash', compute, options), 1, 'stale, at once')
-      await until(async () => (await app.cacheService.get('dash')) === 2)
+      await until('the value was refreshed', async () => (await app.cacheService.get('dash')) === 2)
       await app.cacheService.invalidateTags('ws:1')
       t.equal(await app.cacheService.getOrCompute('dash', compute, options), 3, 'a hard invalidation is a miss')
     })
@@ -56,9 +48,9 @@ for (const kind of STORE_KINDS) {
       await sleep(1100)
       const before = (await app.cacheService.stats()).errors
       t.equal(await app.cacheService.getOrCompute('fragile', () => { throw new Error('database down') }, options), 'good')
-      await until(async () => (await app.cacheService.stats()).errors > before)
+      await until('the failed refresh was counted', async () => (await app.cacheService.stats()).errors > before)
       t.equal(await app.cacheService.getOrCompute('fragile', () => 'recovered', options), 'good', 'still served stale')
-      await until(async () => (await app.cacheService.get('fragile')) === 'recovered')
+      await until('the value was refreshed', async () => (await app.cacheService.get('fragile')) === 'recovered')
     })
 
     t.test('staleWhileRevalidate must be a positive integer', async (t) => {

@@ -1,19 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { STORE_KINDS, cachedApp, sleep } from './helpers/app'
+import { STORE_KINDS, cachedApp, sleep, until } from './helpers/app'
 import { createClient, deleteByPrefix, uniquePrefix } from './helpers/redis'
 
 // Real Redis, TTLs of seconds and schedules of a second: more than the default on a busy machine.
 t.setTimeout(120_000)
-
-/** Polls `check` until it is true; fails with `what` after `timeoutMs`. */
-async function until (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`)
-    await sleep(10)
-  }
-}
 
 const storedCount = async (app: FastifyInstance): Promise<number> => (await app.cacheService.stats()).stored
 

@@ -1,17 +1,16 @@
 import fastifyRedis from '@fastify/redis'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify from 'fastify'
 import type { Redis } from 'ioredis'
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import cache, { type CachePluginOptions, type RouteCacheOptions } from '../lib/index'
+import { sleep, until, untilStored } from './helpers/app'
 import { RedisProcess, createClient, deleteByPrefix, freePort, redisUrl, uniquePrefix } from './helpers/redis'
 
 // Real Redis servers and reconnection waits: more than the default 30 s on a busy machine.
 t.setTimeout(120_000)
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Registers the plugin with the options and waits for ready; resolves to the error it failed with, if any. */
 async function registrationError (t: TestContext, options: unknown): Promise<unknown> {
@@ -52,18 +51,6 @@ function codeOf (error: unknown): unknown {
 async function clientNames (raw: Redis): Promise<string[]> {
   const list = await raw.client('LIST') as string
   return list.split('\n').map((line) => /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '').filter((name) => name !== '')
-}
-
-async function until (what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`)
-    await sleep(20)
-  }
-}
-
-async function untilStored (app: FastifyInstance, count: number, timeoutMs: number): Promise<void> {
-  await until(`${count} responses are stored`, async () => (await app.cacheService.stats()).stored >= count, timeoutMs)
 }
 
 t.test('each wrong plugin option throws FST_CACHE_INVALID_OPTION naming the option and the value', async (t) => {

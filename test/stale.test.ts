@@ -1,13 +1,5 @@
 import t from 'tap'
-import { STORE_KINDS, cachedApp, sleep, untilStored } from './helpers/app'
-
-async function until (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await sleep(10)
-  }
-}
+import { STORE_KINDS, cachedApp, sleep, until, untilStored } from './helpers/app'
 
 for (const kind of STORE_KINDS) {
   t.test(`${kind} store`, async (t) => {

@@ -316,17 +316,13 @@ export class RedisStore implements CacheStore {
   /** Removes the members of a tag set whose entries are gone, in batches; resolves to how many. */
   private async pruneTagSet (setKey: string): Promise<number> {
     let removed = 0
-    let cursor = '0'
-    do {
-      const [next, members] = await this.client.sscan(setKey, cursor, 'COUNT', BATCH)
-      cursor = next
-      if (members.length === 0) continue
+    await this.forEachMemberBatch(setKey, async (members) => {
       const pipeline = this.client.pipeline()
       for (const member of members) pipeline.exists(member)
       const replies = await pipeline.exec() ?? []
       const gone = members.filter((_, i) => replies[i]?.[1] === 0)
       if (gone.length > 0) removed += await this.client.srem(setKey, ...gone)
-    } while (cursor !== '0')
+    })
     return removed
   }
 
@@ -336,27 +332,31 @@ export class RedisStore implements CacheStore {
    */
   private async reclaim (tag: string, soft: boolean): Promise<number> {
     const setKey = this.tagSetPrefix + tag
-    const marker = tag + '='
+    const marker = ' ' + tag + '='
     let count = 0
-    let cursor = '0'
-    do {
-      const [next, members] = await this.client.sscan(setKey, cursor, 'COUNT', BATCH)
-      cursor = next
-      if (members.length === 0) continue
+    await this.forEachMemberBatch(setKey, async (members) => {
       const pipeline = this.client.pipeline()
       for (const member of members) pipeline.getrange(member, 0, 65535)
       const heads = await pipeline.exec() ?? []
       const carrying = members.filter((_, i) => {
         const head = heads[i]?.[1]
-        if (typeof head !== 'string') return false
-        const header = head.slice(0, Math.max(0, head.indexOf('\n')))
-        return (' ' + header).includes(' ' + marker)
+        return typeof head === 'string' && (' ' + head.slice(0, Math.max(0, head.indexOf('\n')))).includes(marker)
       })
       count += carrying.length
       if (!soft && carrying.length > 0) await this.client.unlink(...carrying)
-    } while (cursor !== '0')
+    })
     if (!soft) await this.client.unlink(setKey)
     return count
+  }
+
+  /** SSCAN in batches, so that a large tag set never blocks Redis. */
+  private async forEachMemberBatch (setKey: string, visit: (members: string[]) => Promise<void>): Promise<void> {
+    let cursor = '0'
+    do {
+      const [next, members] = await this.client.sscan(setKey, cursor, 'COUNT', BATCH)
+      cursor = next
+      if (members.length > 0) await visit(members)
+    } while (cursor !== '0')
   }
 }
 

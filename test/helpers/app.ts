@@ -35,3 +35,12 @@ export async function untilStored (app: FastifyInstance, count = 1, timeoutMs = 
     await sleep(5)
   }
 }
+
+/** Polls until check passes; fails naming what was awaited after timeoutMs. */
+export async function until (what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
+    await sleep(10)
+  }
+}
