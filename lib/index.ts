@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { CircuitBreaker } from './circuit-breaker'
 import { GuardedStore } from './guarded-store'
+import { ThrottledLog } from './throttled-log'
 import { ResponseCache, kCacheState } from './http/hooks'
 import { attachInvalidation } from './http/invalidates'
 import { Leases } from './http/leases'
@@ -36,14 +37,15 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
     staleIfError: options.staleIfError ?? DEFAULTS.staleIfError,
     coalesceWaitMs: options.coalesceWaitMs ?? DEFAULTS.coalesceWaitMs,
     storeTimeoutMs: options.storeTimeoutMs ?? DEFAULTS.storeTimeoutMs,
-    connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+    connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+    unkeyedHeaders: options.unkeyedHeaders ?? []
   }
   const stats = new CacheStats()
   const { store, close } = await openStore(app, options, settings)
   const breaker = store.local || options.circuitBreaker === false
     ? undefined
     : new CircuitBreaker({ ...DEFAULTS.circuitBreaker, ...options.circuitBreaker })
-  const guarded = new GuardedStore(store, settings.storeTimeoutMs, app.log, stats, breaker)
+  const guarded = new GuardedStore(store, settings.storeTimeoutMs, new ThrottledLog(app.log), stats, breaker)
   const inject = app.inject.bind(app)
   const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
   const cache = new ResponseCache(guarded, stats, inject, leases)

@@ -47,6 +47,13 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
   }
   /** A cleanup pass on a schedule (see cacheService.cleanup). */
   cleanup?: { intervalMs: number }
+  /**
+   * Request headers that change responses without being part of any key, beyond the built-in list
+   * (X-Forwarded-Host, X-Forwarded-Proto, X-Forwarded-Scheme, X-Host, X-Original-URL, X-Rewrite-URL,
+   * X-HTTP-Method-Override): a response to a request carrying one that its route does not key on (`vary`) is never
+   * stored, and the attempt is counted and logged as suspected cache poisoning.
+   */
+  unkeyedHeaders?: string[]
   /** Stops calling a failing Redis after `failures` consecutive failures, probing it again after `cooldownMs`. */
   circuitBreaker?: { failures?: number, cooldownMs?: number } | false
   /** Across instances sharing Redis, one computes a missing key while the others wait up to `waitMs` for it. */
@@ -60,6 +67,8 @@ export interface RouteCacheOptions extends CacheBehaviourOptions {
   tags?: string[] | TagBuilder
   /** Request headers whose values are part of the key; they are also sent in the response's Vary. */
   vary?: string[]
+  /** The query parameters the route reads: a request with any other one is not cached (x-cache: BYPASS). */
+  query?: string[]
   /** Cache-Control to send when the handler set none; false sends none. Default: public or private, max-age=ttl. */
   cacheControl?: string | false
   /**
@@ -89,6 +98,7 @@ export type InvalidationBuilder = { build (request: FastifyRequest, reply: Fasti
 const Seconds = Type.Integer({ minimum: 1, maximum: 365 * 24 * 3600 })
 const Status = Type.Integer({ minimum: 100, maximum: 499 })
 
+const HeaderName = Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' })
 const WarmTargetSchema = Type.Union([Type.String({ minLength: 1 }), Type.Object({})])
 
 const behaviour = {
@@ -122,6 +132,7 @@ export const PluginOptionsSchema = Type.Object({
     concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 }))
   }, { additionalProperties: false })),
   cleanup: Type.Optional(Type.Object({ intervalMs: Type.Integer({ minimum: 1000 }) }, { additionalProperties: false })),
+  unkeyedHeaders: Type.Optional(Type.Array(HeaderName)),
   lease: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
     ttlMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600000 })),
     waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 }))
@@ -138,7 +149,8 @@ export const RouteOptionsSchema = Type.Object({
   ...behaviour,
   key: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(KeyPartSchema, { minItems: 1 }), Type.Function([], Type.Unknown())])),
   tags: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 })), Type.Function([], Type.Unknown())])),
-  vary: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' }))),
+  vary: Type.Optional(Type.Array(HeaderName)),
+  query: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
   cacheControl: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Literal(false)])),
   invalidates: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 })), Type.Function([], Type.Unknown())])),
   refreshAhead: Type.Optional(Seconds),

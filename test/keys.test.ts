@@ -1,7 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { type KeyPart, encodePart, escapeGlob, idPattern, keyId, tagId } from '../lib/keys'
-import { globToRegExp } from '../lib/stores/store'
+import { globToRegExp } from './helpers/glob'
 
 /** What an encoded part may contain: no separator, no glob character, no brace, no control character, no '#'. */
 const ENCODED_PART = /^[A-Za-z0-9._%-]*$/
@@ -241,3 +241,17 @@ function describe (value: unknown): string {
   if (value instanceof Date) return 'Date'
   return JSON.stringify(value) ?? String(value)
 }
+
+t.test('globMatcher agrees with a reference matcher, and takes patterns too long for a RegExp', async (t) => {
+  const { globMatcher } = await import('../lib/stores/store')
+  const texts = ['', 'a', 'ab', 'abc', 'a:b:c', 'exec:dashboard:ws42:7d', 'aaa', 'ab?c', 'x*y']
+  const globs = ['*', '', 'a', 'a*', '*c', 'a?c', '?', '??', 'a*b*c', '*:*', 'exec:*:ws42:*', '*a*a*', 'x*y']
+  for (const glob of globs) {
+    const reference = globToRegExp(glob)
+    const matches = globMatcher(glob)
+    for (const text of texts) t.equal(matches(text), reference.test(text), `${JSON.stringify(glob)} on ${JSON.stringify(text)}`)
+  }
+  const long = idPattern('Ω'.repeat(20_000) + ':*')
+  t.equal(globMatcher(long)(keyId(['Ω'.repeat(20_000), 'x'])), false, 'a long literal is hashed in ids, so it cannot match, but it does not throw')
+  t.equal(globMatcher('a'.repeat(50_000) + '*')('a'.repeat(50_000) + 'tail'), true)
+})

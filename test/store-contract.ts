@@ -6,7 +6,7 @@ import type {} from 'tap'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CacheStore } from '../lib/stores/store'
-import { globToRegExp } from '../lib/stores/store'
+import { globToRegExp } from './helpers/glob'
 import { idPattern, keyId, tagId } from '../lib/keys'
 
 export interface StoreFixture {

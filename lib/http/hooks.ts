@@ -2,6 +2,7 @@ import type {
   FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
 } from 'fastify'
 import { type HttpEntry, decodeEntry, encodeEntry } from '../entry'
+import { FST_CACHE_CORRUPT_ENTRY } from '../errors'
 import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
 import type { StoreRead, WriteStamp } from '../stores/store'
@@ -10,7 +11,7 @@ import { Flights } from './flights'
 import type { Leases } from './leases'
 import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
 import { type CacheOutcome, cacheControlFor, mergeVary, replaceWithEntry, serveEntry, storedHeaders } from './respond'
-import { type CompiledRoute, mayBypass, wantsBypass } from './route'
+import { type CompiledRoute, mayBypass, undeclaredQuery, unstorableRequest, wantsBypass } from './route'
 import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
 
 export const kCacheState = Symbol('fastify-response-cache.state')
@@ -34,6 +35,8 @@ export interface RequestCacheState {
   lease?: string
   /** When the lookup found no entry, to measure how long the handler took. */
   missedAt?: number
+  /** Why this request's response must not be stored whatever it turns out to be. */
+  noStore?: 'query' | 'unkeyed-header' | 'request-body'
 }
 
 declare module 'fastify' {
@@ -113,10 +116,17 @@ export class ResponseCache {
       this.guarded.failed('key', error, route.counters)
       return false
     }
-    const state: RequestCacheState = { route, id, tags, outcome: 'MISS' }
+    const state: RequestCacheState = { route, id, tags, outcome: 'MISS', noStore: unstorableRequest(route, request) }
     request[kCacheState] = state
+    if (undeclaredQuery(route, request) !== undefined) {
+      state.outcome = 'BYPASS'
+      state.noStore = 'query'
+      this.stats.count('bypass', route.counters)
+      return false
+    }
     const found = await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
     if (found !== NOTHING_READ) state.stamp = found.stamp
+    if (found.corrupt === true) this.guarded.failed('decode', new FST_CACHE_CORRUPT_ENTRY('not an entry at its key'), route.counters)
     const warming = isWarmRequest(request)
     if (warming || (wantsBypass(request) && mayBypass(route, request))) {
       state.outcome = 'BYPASS'
@@ -155,7 +165,7 @@ export class ResponseCache {
     let shared: HttpEntry | undefined
     if (joined !== undefined) {
       shared = await joined
-    } else {
+    } else if (state.noStore === undefined) {
       if (route.coalesceWaitMs > 0) state.settle = this.flights.lead(state.id, route.coalesceWaitMs)
       shared = await this.acrossInstances(request, state)
     }
@@ -235,7 +245,8 @@ export class ResponseCache {
     if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
     const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
     const headers = reply.getHeaders() as Headers
-    const reason = unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
+    const reason = state.noStore ?? unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
+    if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
     if (reason !== undefined || body === undefined) {
       state.settle?.(undefined)
       if (reason !== 'method') this.stats.skip(reason ?? 'stream', route.counters)
@@ -272,6 +283,12 @@ export class ResponseCache {
     done(null, payload)
   }
 
+  /** A header that changes responses but is not in the key: the specification's monitoring of poisoning attempts. */
+  private suspectPoisoning (request: FastifyRequest, route: CompiledRoute): void {
+    const headers = route.unkeyed.filter((name) => request.headers[name] !== undefined)
+    this.guarded.log.warn('poisoning', { route: route.name, headers, ip: request.ip }, 'suspected cache poisoning attempt: a header that changes responses is not in the key; the response is not stored')
+  }
+
   /** Runs after the response has gone out, so storing never delays it; a failed write is logged and counted only. */
   private readonly onResponse = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     done()
@@ -293,7 +310,7 @@ export class ResponseCache {
     try {
       // Kept past its freshness for as long as a stale copy may still be served.
       const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
-      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), route.counters)
+      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), { route: route.counters })
       this.stats.count(written ? 'stored' : 'raced', route.counters)
       return written
     } catch {

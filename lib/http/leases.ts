@@ -18,6 +18,7 @@ export type LeaseOutcome =
   | { kind: 'timeout', stamp: WriteStamp | undefined }
 
 const POLL_MS = 25
+const RELEASE_RETRY_MS = 500
 
 /**
  * Stampede protection across instances sharing the store: the instance whose miss takes the lease (SET NX PX with a
@@ -44,6 +45,8 @@ export class Leases {
       const found = await this.guarded.read('read', (store) => store.read(id, tags), undefined)
       if (found === undefined) break
       stamp = found.stamp
+      // The holder gave the lease back without an entry (its response was not storable): no point waiting longer.
+      if (found.value === null && found.leased === false) break
       if (found.value === null || found.stale) continue
       const entry = decode(found.value)
       if (entry !== undefined && usable(entry)) return { kind: 'shared', entry, stamp }
@@ -51,9 +54,14 @@ export class Leases {
     return { kind: 'timeout', stamp }
   }
 
-  /** Gives the lease back once the holder's entry is written (or was not storable); a failure is only counted. */
+  /**
+   * Gives the lease back once the holder's entry is written (or was not storable), even through an open circuit: a
+   * lease left behind would make every instance wait for it. A failure is only counted.
+   */
   release (id: string, token: string): void {
-    this.guarded.write('releaseLease', (store) => store.releaseLease(id, token)).catch(() => {})
+    const attempt = (): Promise<void> => this.guarded.write('releaseLease', (store) => store.releaseLease(id, token), { evenIfOpen: true })
+    // Retried once a little later: a connection that was just killed is usually back by then.
+    attempt().catch(() => { setTimeout(() => { attempt().catch(() => {}) }, RELEASE_RETRY_MS).unref() })
   }
 }
 

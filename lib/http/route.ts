@@ -16,6 +16,12 @@ export interface CompiledRoute {
   lookup: LookupPhase
   /** Lower-case request header names that are part of the key and of the response's Vary. */
   vary: string[]
+  /** Lower-case names of headers that change responses but are not part of this route's key. */
+  unkeyed: string[]
+  /** The key holds the request's protocol and host (the default key does), so trusted forwarded ones are keyed. */
+  keysOrigin: boolean
+  /** The query parameters the route reads, when it declared them; a request with others is not cached. */
+  query: ReadonlySet<string> | undefined
   /** Milliseconds before expiry within which a hit also refreshes the entry; 0 for never. */
   refreshAheadMs: number
   staleWhileRevalidateMs: number
@@ -30,6 +36,12 @@ export interface CompiledRoute {
 }
 
 export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup' | 'circuitBreaker' | 'lease'>>
+
+/** Headers that frameworks and proxies honour to change a response, and that web cache poisoning uses (Kettle 2018). */
+const POISONING_HEADERS = [
+  'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-scheme', 'x-host', 'x-original-url', 'x-rewrite-url',
+  'x-http-method-override'
+]
 
 const BYPASS_PARAM = 'skip_cache'
 
@@ -55,6 +67,10 @@ export function compileRoute (
     allowBypass: options.allowBypass ?? settings.allowBypass,
     lookup: options.lookup ?? settings.lookup,
     vary,
+    unkeyed: [...new Set([...POISONING_HEADERS, ...settings.unkeyedHeaders.map((name) => name.toLowerCase())])]
+      .filter((name) => !vary.includes(name)),
+    keysOrigin: options.key === undefined,
+    query: options.query === undefined ? undefined : new Set(options.query),
     refreshAheadMs: (options.refreshAhead ?? 0) * 1000,
     earlyRefresh: options.earlyRefresh ?? 0,
     staleWhileRevalidateMs: (options.staleWhileRevalidate ?? settings.staleWhileRevalidate) * 1000,
@@ -95,12 +111,14 @@ function compileTags (tags: RouteCacheOptions['tags']): (request: FastifyRequest
 }
 
 /**
- * The default key: what the router matched (the route pattern and its decoded params) and the parsed query the
+ * The default key: the origin the request was addressed to (as Fastify sees it: from X-Forwarded-* only when the app
+ * trusts proxies), what the router matched (the route pattern and its decoded params) and the parsed query the
  * handler sees, sorted, without skip_cache, plus the declared vary headers. Reordered or re-encoded query strings
- * and raw path variants therefore share one entry.
+ * and raw path variants therefore share one entry, and one host's responses are never served for another.
  */
 export function defaultKeyParts (request: FastifyRequest, url: string, vary: string[]): string[] {
-  const parts = ['http', url, canonicalPairs(request.params), canonicalPairs(request.query, BYPASS_PARAM)]
+  // The host without its port: instances of one app listen on different ports behind one name.
+  const parts = ['http', request.protocol + '://' + request.hostname, url, canonicalPairs(request.params), canonicalPairs(request.query, BYPASS_PARAM)]
   for (const name of vary) {
     const value = request.headers[name]
     parts.push(value === undefined ? '' : Array.isArray(value) ? value.join(', ') : value)
@@ -135,4 +153,26 @@ export function wantsBypass (request: FastifyRequest): boolean {
 export function mayBypass (route: CompiledRoute, request: FastifyRequest): boolean {
   const allow = route.allowBypass
   return typeof allow === 'function' ? allow(request) === true : allow
+}
+
+/** A query parameter the route did not declare in its allow-list, if any. */
+export function undeclaredQuery (route: CompiledRoute, request: FastifyRequest): string | undefined {
+  if (route.query === undefined || request.query === null || typeof request.query !== 'object') return undefined
+  for (const name of Object.keys(request.query)) if (name !== BYPASS_PARAM && !route.query.has(name)) return name
+  return undefined
+}
+
+/** Why a request's response must not be stored whatever it is, or undefined. */
+export function unstorableRequest (route: CompiledRoute, request: FastifyRequest): 'unkeyed-header' | 'request-body' | undefined {
+  const headers = request.headers
+  for (const name of route.unkeyed) {
+    const value = headers[name]
+    if (value === undefined) continue
+    // A forwarded host or protocol that Fastify trusted is what request.host and request.protocol say: keyed.
+    if (route.keysOrigin && ((name === 'x-forwarded-host' && value === request.host) || (name === 'x-forwarded-proto' && value === request.protocol))) continue
+    return 'unkeyed-header'
+  }
+  // A GET with a body: the body is not in the key, yet a handler may read it.
+  if ((headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined) return 'request-body'
+  return undefined
 }

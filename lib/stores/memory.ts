@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp, globToRegExp, tokenHalves } from './store'
+import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp, globMatcher, tokenHalves } from './store'
 import { newTokenPart } from './tokens'
 
 export interface MemoryStoreOptions {
@@ -48,9 +48,10 @@ export class MemoryStore implements CacheStore {
       version: state === 'invalid' || entry === undefined ? '' : entry.version,
       tags: tags.map((tag) => [tag, this.tagToken(tag, INVALIDATION_WINDOW_MS)] as const)
     }
-    if (entry === undefined || state === 'invalid') return { value: null, stale: false, stamp }
+    const leased = this.current(this.leases, id) !== undefined
+    if (entry === undefined || state === 'invalid') return { value: null, stale: false, leased, stamp }
     this.touch(id, entry)
-    return { value: entry.value, stale: state === 'stale', stamp }
+    return { value: entry.value, stale: state === 'stale', leased, stamp }
   }
 
   async get (id: string): Promise<Buffer | null> {
@@ -138,9 +139,9 @@ export class MemoryStore implements CacheStore {
   async deletePattern (glob: string): Promise<number> {
     // A new epoch refuses the writes of misses in flight, whose keys SCAN cannot see yet.
     this.epoch = newTokenPart()
-    const pattern = globToRegExp(glob)
+    const matches = globMatcher(glob)
     let count = 0
-    for (const id of [...this.entries.keys()]) if (pattern.test(id) && this.live(id) !== undefined && this.remove(id)) count++
+    for (const id of [...this.entries.keys()]) if (matches(id) && this.live(id) !== undefined && this.remove(id)) count++
     return count
   }
 

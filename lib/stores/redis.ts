@@ -15,16 +15,19 @@ import { newTokenPart } from './tokens'
 // Token records, tag sets and tombstones all expire: tag records and sets with their longest-lived entry (plus a
 // second), tombstones after the invalidation window. Nothing is kept without a TTL.
 
-// KEYS: entry, tombstone, epoch. ARGV: tag token prefix, a new token part, then the tags whose tokens to capture.
-// Returns: value or false, validity (0 valid, 1 stale, 2 invalid), tombstone, epoch, the entry's version (even when
-// invalid: a conditional write compares it with what is there), captured tokens...
+// KEYS: entry, tombstone, epoch, lease. ARGV: tag token prefix, a new token part, then the tags whose tokens to capture.
+// Returns: value or false, validity (0 valid, 1 stale, 2 invalid, 3 corrupt), tombstone, epoch, the entry's version (even when
+// invalid: a conditional write compares it with what is there), whether a lease is held, captured tokens...
 const READ = `
-local value = redis.call('GET', KEYS[1])
+local value = redis.pcall('GET', KEYS[1])
 local state = 0
 local version = ''
+-- Something that is not an entry (another type, or bytes without a header line) reads as corrupt (3), so that the
+-- miss's write replaces it.
+if type(value) == 'table' then value = false state = 3 end
 if value then
   local newline = string.find(value, '\\n', 1, true)
-  if not newline then state = 2 else
+  if not newline then state = 3 else
     local header = string.sub(value, 1, newline - 1)
     version = string.match(header, '^@([^ ]+)') or ''
     for tag, token in string.gmatch(header, '([^ =]+)=([^ ]+)') do
@@ -37,7 +40,7 @@ if value then
     end
   end
 end
-local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '', version }
+local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '', version, redis.call('EXISTS', KEYS[4]) }
 for i = 3, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   local token = redis.call('GET', key)
@@ -57,7 +60,9 @@ const WRITE = `
 local stamped = ARGV[5] == '1'
 if stamped then
   if (redis.call('GET', KEYS[2]) or '') ~= ARGV[6] or (redis.call('GET', KEYS[3]) or '') ~= ARGV[7] then return 0 end
-  if (string.match(redis.call('GETRANGE', KEYS[1], 0, 63), '^@([^ \\n]+)') or '') ~= ARGV[8] then return 0 end
+  local head = redis.pcall('GETRANGE', KEYS[1], 0, 63)
+  if type(head) ~= 'string' then head = '' end
+  if (string.match(head, '^@([^ \\n]+)') or '') ~= ARGV[8] then return 0 end
 end
 local ttl = tonumber(ARGV[4])
 local keep = ttl + 1000
@@ -167,17 +172,17 @@ export class RedisStore implements CacheStore {
   }
 
   async read (id: string, tags: readonly string[]): Promise<StoreRead> {
-    const reply = await read.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey],
-      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, Buffer, ...Buffer[]]
-    const [raw, state, tombstone, epoch, version, ...tokens] = reply
+    const reply = await read.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey, this.leasePrefix + id],
+      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, Buffer, number, ...Buffer[]]
+    const [raw, state, tombstone, epoch, version, leased, ...tokens] = reply
     const stamp: WriteStamp = {
       tombstone: tombstone.toString(),
       epoch: epoch.toString(),
       version: version.toString(),
       tags: tags.map((tag, i) => [tag, tokens[i].toString()] as const)
     }
-    const value = raw === null || state === 2 ? null : payload(raw)
-    return { value, stale: value !== null && state === 1, stamp }
+    const value = raw === null || state >= 2 ? null : payload(raw)
+    return { value, stale: value !== null && state === 1, corrupt: state === 3, leased: leased === 1, stamp }
   }
 
   async get (id: string): Promise<Buffer | null> {

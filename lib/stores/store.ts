@@ -67,6 +67,10 @@ export interface StoreRead {
   value: Buffer | null
   /** The entry is there but one of its tags was soft-invalidated since it was written. */
   stale: boolean
+  /** Something that is not an entry sits at its key (it reads as a miss, and the next write replaces it). */
+  corrupt?: boolean
+  /** Some instance holds the lease to compute this entry. */
+  leased?: boolean
   stamp: WriteStamp
 }
 
@@ -96,13 +100,31 @@ export function tokenHalves (token: string): [string, string] {
   return dot === -1 ? [token, ''] : [token.slice(0, dot), token.slice(dot + 1)]
 }
 
-/** The glob of a store pattern as a regular expression, for stores that cannot match globs themselves. */
-export function globToRegExp (glob: string): RegExp {
-  let source = ''
-  for (const char of glob) {
-    if (char === '*') source += '[\\s\\S]*'
-    else if (char === '?') source += '[\\s\\S]'
-    else source += char.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+/**
+ * A matcher for a store pattern (only `*` and `?` are wildcards), for stores that cannot match globs themselves.
+ * Hand-written rather than a RegExp: a pattern built from a long key would exceed the size a RegExp may have.
+ */
+export function globMatcher (glob: string): (text: string) => boolean {
+  return (text) => {
+    let g = 0
+    let t = 0
+    let star = -1
+    let resume = 0
+    while (t < text.length) {
+      if (g < glob.length && (glob[g] === '?' || (glob[g] !== '*' && glob[g] === text[t]))) {
+        g++
+        t++
+      } else if (g < glob.length && glob[g] === '*') {
+        star = g++
+        resume = t
+      } else if (star !== -1) {
+        g = star + 1
+        t = ++resume
+      } else {
+        return false
+      }
+    }
+    while (g < glob.length && glob[g] === '*') g++
+    return g === glob.length
   }
-  return new RegExp('^' + source + '$')
 }

@@ -296,6 +296,8 @@ export class RedisProcess {
       '--appendonly', 'no',
       '--daemonize', 'no',
       '--dir', tmpdir(),
+      // Its own file: a replica's full sync writes one, which must never be loaded by another server started later.
+      '--dbfilename', `test-redis-${process.pid}-${this.port}.rdb`,
       '--loglevel', 'warning',
       ...this.#args,
     ]
