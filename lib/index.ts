@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { CircuitBreaker } from './circuit-breaker'
+import { KeyRing } from './encryption'
 import { GuardedStore } from './guarded-store'
 import { ThrottledLog } from './throttled-log'
 import { ResponseCache, kCacheState } from './http/hooks'
@@ -38,8 +39,11 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
     coalesceWaitMs: options.coalesceWaitMs ?? DEFAULTS.coalesceWaitMs,
     storeTimeoutMs: options.storeTimeoutMs ?? DEFAULTS.storeTimeoutMs,
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-    unkeyedHeaders: options.unkeyedHeaders ?? []
+    unkeyedHeaders: options.unkeyedHeaders ?? [],
+    sensitive: options.sensitive ?? DEFAULTS.sensitive,
+    canEncrypt: options.encryption !== undefined
   }
+  const keyRing = options.encryption === undefined ? undefined : KeyRing.from(options.encryption)
   const stats = new CacheStats()
   const { store, close } = await openStore(app, options, settings)
   const breaker = store.local || options.circuitBreaker === false
@@ -48,7 +52,7 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const guarded = new GuardedStore(store, settings.storeTimeoutMs, new ThrottledLog(app.log), stats, breaker)
   const inject = app.inject.bind(app)
   const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
-  const cache = new ResponseCache(guarded, stats, inject, leases)
+  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, settings.prefix + ':e:')
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)
@@ -105,6 +109,7 @@ export type { WarmTarget, WarmOptions, WarmResult, WarmProgress } from './warm'
 export type { CachedOptions, CachedFunction } from './cached'
 export { stableHash } from './cached'
 export type { CleanupReport } from './stores/store'
+export type { EncryptionOptions } from './encryption'
 export type { CacheKey, KeyPart } from './keys'
 export type { CacheStatsSnapshot, CounterSnapshot, CacheCounters } from './stats'
 export type { CacheStore, StoreSetOptions } from './stores/store'

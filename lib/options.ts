@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Redis, RedisOptions } from 'ioredis'
 import { FST_CACHE_INVALID_OPTION } from './errors'
 import type { CacheKey } from './keys'
+import type { EncryptionOptions } from './encryption'
 import type { WarmTarget } from './warm'
 
 /** Where the cache lookup runs. See the README: `handler` is safe by default, `onRequest` is faster for public data. */
@@ -26,6 +27,8 @@ export interface CacheBehaviourOptions {
   staleIfError?: number
   /** Milliseconds a concurrent miss waits for the request already computing its key, before running the handler itself. */
   coalesceWaitMs?: number
+  /** Encrypt stored responses (AES-256-GCM, with the plugin's `encryption` keys); plaintext entries are then refused. */
+  sensitive?: boolean
 }
 
 export interface CachePluginOptions extends CacheBehaviourOptions {
@@ -54,6 +57,8 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
    * stored, and the attempt is counted and logged as suspected cache poisoning.
    */
   unkeyedHeaders?: string[]
+  /** Keys for sensitive routes: base64 of 32 bytes each, newest first (it encrypts; all decrypt, for rotation). */
+  encryption?: EncryptionOptions
   /** Stops calling a failing Redis after `failures` consecutive failures, probing it again after `cooldownMs`. */
   circuitBreaker?: { failures?: number, cooldownMs?: number } | false
   /** Across instances sharing Redis, one computes a missing key while the others wait up to `waitMs` for it. */
@@ -109,7 +114,8 @@ const behaviour = {
   lookup: Type.Optional(Type.Union([Type.Literal('handler'), Type.Literal('onRequest')])),
   staleWhileRevalidate: Type.Optional(Seconds),
   staleIfError: Type.Optional(Seconds),
-  coalesceWaitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 }))
+  coalesceWaitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 })),
+  sensitive: Type.Optional(Type.Boolean())
 }
 
 export const PluginOptionsSchema = Type.Object({
@@ -133,6 +139,8 @@ export const PluginOptionsSchema = Type.Object({
   }, { additionalProperties: false })),
   cleanup: Type.Optional(Type.Object({ intervalMs: Type.Integer({ minimum: 1000 }) }, { additionalProperties: false })),
   unkeyedHeaders: Type.Optional(Type.Array(HeaderName)),
+  // Checked in detail by KeyRing.from, whose messages never show key material.
+  encryption: Type.Optional(Type.Object({})),
   lease: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
     ttlMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 600000 })),
     waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 }))
@@ -191,6 +199,7 @@ export const DEFAULTS = {
   staleWhileRevalidate: 0,
   staleIfError: 0,
   coalesceWaitMs: 10_000,
+  sensitive: false,
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
   memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 },

@@ -2,6 +2,7 @@ import type {
   FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
 } from 'fastify'
 import { type HttpEntry, decodeEntry, encodeEntry } from '../entry'
+import { KeyRing } from '../encryption'
 import { FST_CACHE_CORRUPT_ENTRY } from '../errors'
 import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
@@ -67,7 +68,11 @@ export class ResponseCache {
     private readonly stats: CacheStats,
     private readonly inject: FastifyInstance['inject'],
     /** Undefined for an in-process store, or when leases are turned off. */
-    private readonly leases?: Leases
+    private readonly leases: Leases | undefined,
+    /** Encrypts the entries of sensitive routes; undefined when the plugin has no encryption keys. */
+    private readonly keyRing: KeyRing | undefined,
+    /** `<prefix>:e:`: with the id, the entry's full Redis key, bound to its ciphertext so that it cannot be moved. */
+    private readonly entryKeyPrefix: string
   ) {}
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
@@ -134,7 +139,7 @@ export class ResponseCache {
       this.stats.count('bypass', route.counters)
       return false
     }
-    const entry = found.value === null ? undefined : this.decode(found.value, route)
+    const entry = found.value === null ? undefined : this.decode(found.value, route, id)
     if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
       const age = Date.now() - entry.storedAt
       const freshMs = entry.ttl * 1000
@@ -185,7 +190,7 @@ export class ResponseCache {
   private async acrossInstances (request: FastifyRequest, state: RequestCacheState): Promise<HttpEntry | undefined> {
     // After a failed read there is no stamp, so nothing will be stored: a lease would only add a second deadline.
     if (this.leases === undefined || state.stamp === undefined) return undefined
-    const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (entry) =>
+    const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (bytes) => this.decode(bytes, state.route, state.id), (entry) =>
       varyMatches(entry.vary, request.headers) && Date.now() < entry.storedAt + entry.ttl * 1000)
     if (outcome.kind === 'holder') {
       state.lease = outcome.token
@@ -220,8 +225,18 @@ export class ResponseCache {
     })
   }
 
-  private decode (bytes: Buffer, route: CompiledRoute): HttpEntry | undefined {
+  /**
+   * The entry in stored bytes, or undefined (a miss, counted) when they are not one, cannot be decrypted (tampered,
+   * moved to another key, or its key was dropped from the ring), or are plaintext where the route is sensitive.
+   */
+  private decode (bytes: Buffer, route: CompiledRoute, id: string): HttpEntry | undefined {
     try {
+      if (KeyRing.isEncrypted(bytes)) {
+        const plain = this.keyRing?.decrypt(bytes, this.entryKeyPrefix + id)
+        if (plain === undefined) throw new FST_CACHE_CORRUPT_ENTRY('cannot be decrypted with the configured keys')
+        return decodeEntry(plain)
+      }
+      if (route.sensitive) throw new FST_CACHE_CORRUPT_ENTRY('a sensitive route found an unencrypted entry')
       return decodeEntry(bytes)
     } catch (error) {
       // Treated as a miss; the response of this request replaces it.
@@ -306,7 +321,8 @@ export class ResponseCache {
     // Without a stamp (the read failed) the write is refused: it could otherwise undo an invalidation it never saw.
     const stamp = state.stamp
     if (stamp === undefined) return false
-    const bytes = encodeEntry(entry)
+    const plain = encodeEntry(entry)
+    const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKeyPrefix + state.id) : plain
     try {
       // Kept past its freshness for as long as a stale copy may still be served.
       const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)

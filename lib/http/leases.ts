@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type HttpEntry, decodeEntry } from '../entry'
+import type { HttpEntry } from '../entry'
 import type { GuardedStore } from '../guarded-store'
 import type { WriteStamp } from '../stores/store'
 import { newTokenPart } from '../stores/tokens'
@@ -35,7 +35,10 @@ export class Leases {
     return acquired ? token : undefined
   }
 
-  async acquireOrWait (id: string, tags: readonly string[], usable: (entry: HttpEntry) => boolean): Promise<LeaseOutcome> {
+  /** `decode` turns stored bytes into an entry (decrypting them if need be), or undefined when they are not one. */
+  async acquireOrWait (
+    id: string, tags: readonly string[], decode: (bytes: Buffer) => HttpEntry | undefined, usable: (entry: HttpEntry) => boolean
+  ): Promise<LeaseOutcome> {
     const token = await this.tryAcquire(id)
     if (token !== undefined) return { kind: 'holder', token }
     const deadline = Date.now() + this.options.waitMs
@@ -62,13 +65,5 @@ export class Leases {
     const attempt = (): Promise<void> => this.guarded.write('releaseLease', (store) => store.releaseLease(id, token), { evenIfOpen: true })
     // Retried once a little later: a connection that was just killed is usually back by then.
     attempt().catch(() => { setTimeout(() => { attempt().catch(() => {}) }, RELEASE_RETRY_MS).unref() })
-  }
-}
-
-function decode (bytes: Buffer): HttpEntry | undefined {
-  try {
-    return decodeEntry(bytes)
-  } catch {
-    return undefined
   }
 }

@@ -29,13 +29,18 @@ export interface CompiledRoute {
   earlyRefresh: number
   staleIfErrorMs: number
   coalesceWaitMs: number
+  /** Entries are encrypted, and plaintext ones refused. */
+  sensitive: boolean
   keyOf (request: FastifyRequest): string
   tagsOf (request: FastifyRequest): string[] | undefined
   /** The raw tag names a successful write invalidates; undefined when the route invalidates nothing. */
   invalidatesOf: ((request: FastifyRequest, reply: FastifyReply) => string[]) | undefined
 }
 
-export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup' | 'circuitBreaker' | 'lease'>>
+export type PluginSettings = Required<Omit<CachePluginOptions, 'redis' | 'memory' | 'warm' | 'cleanup' | 'circuitBreaker' | 'lease' | 'encryption'>> & {
+  /** The plugin has encryption keys, so routes may be sensitive. */
+  canEncrypt: boolean
+}
 
 /** Headers that frameworks and proxies honour to change a response, and that web cache poisoning uses (Kettle 2018). */
 const POISONING_HEADERS = [
@@ -52,6 +57,10 @@ export function compileRoute (
   assertValid(RouteOptionsSchema, options, 'config.cache.', `route ${url}`)
   const vary = (options.vary ?? []).map((name) => name.toLowerCase())
   const ttl = options.ttl ?? settings.ttl
+  const sensitive = options.sensitive ?? settings.sensitive
+  if (sensitive && !settings.canEncrypt) {
+    throw new FST_CACHE_INVALID_OPTION(`route ${url}: a sensitive route needs the plugin option "encryption" with at least one key`)
+  }
   if (options.refreshAhead !== undefined && options.refreshAhead >= ttl) {
     throw new FST_CACHE_INVALID_OPTION(`route ${url}: option "config.cache.refreshAhead" must be less than the ttl (${ttl}), got ${options.refreshAhead}`)
   }
@@ -76,6 +85,7 @@ export function compileRoute (
     staleWhileRevalidateMs: (options.staleWhileRevalidate ?? settings.staleWhileRevalidate) * 1000,
     staleIfErrorMs: (options.staleIfError ?? settings.staleIfError) * 1000,
     coalesceWaitMs: options.coalesceWaitMs ?? settings.coalesceWaitMs,
+    sensitive,
     keyOf: compileKey(options.key, url, vary),
     tagsOf: compileTags(options.tags),
     invalidatesOf: compileInvalidates(options.invalidates)
