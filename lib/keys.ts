@@ -50,20 +50,33 @@ function partsOf (key: CacheKey): readonly KeyPart[] {
   return key
 }
 
+/** A part longer than this, encoded, is stored as `#<sha256>`: parts stay parts, so patterns on them still work. */
+const MAX_PART_LENGTH = 64
+
+function hashed (text: string): string {
+  return createHash('sha256').update(text).digest('base64url')
+}
+
+/** An encoded part, or `#<sha256>` of it when it is long; `#` never appears in an encoded part. */
+function compactPart (encoded: string): string {
+  return encoded.length > MAX_PART_LENGTH ? '#' + hashed(encoded) : encoded
+}
+
 /**
- * The id of a key under the prefix: encoded parts joined by ":". A long id keeps a readable head of whole parts
- * and ends in `#<sha256>`; `#` never appears in an encoded part, so a hashed id cannot equal a plain one.
+ * The id of a key under the prefix: encoded parts joined by ":", each long part replaced by its hash, so that a
+ * pattern such as `<part>:*` matches whatever the length of its parts. An id that is still too long (many parts)
+ * keeps a readable head of whole parts and ends in `##<sha256>` of the whole.
  */
 export function keyId (key: CacheKey): string {
-  const encoded = partsOf(key).map(encodePart)
-  const id = encoded.join(SEPARATOR)
+  const parts = partsOf(key).map((part) => compactPart(encodePart(part)))
+  const id = parts.join(SEPARATOR)
   if (id.length <= MAX_ID_LENGTH) return id
   let head = ''
-  for (const part of encoded) {
+  for (const part of parts) {
     if (head.length + part.length + 1 > HASHED_HEAD_LENGTH) break
     head += part + SEPARATOR
   }
-  return head + '#' + createHash('sha256').update(id).digest('base64url')
+  return head + '##' + hashed(id)
 }
 
 /**
@@ -75,9 +88,11 @@ export function idPattern (pattern: string): string {
   if (typeof pattern !== 'string' || pattern.length === 0) {
     throw new FST_CACHE_INVALID_KEY('a pattern must be a non-empty string')
   }
-  return pattern.split(SEPARATOR)
-    .map((segment) => segment.split(/([*?])/).map((piece) => piece === '*' || piece === '?' ? piece : encodePart(piece)).join(''))
-    .join(SEPARATOR)
+  return pattern.split(SEPARATOR).map((segment) => {
+    // A literal segment is a whole part: hashed as keyId hashes a long part. A wildcard segment matches plain parts.
+    if (!/[*?]/.test(segment)) return compactPart(encodePart(segment))
+    return segment.split(/([*?])/).map((piece) => piece === '*' || piece === '?' ? piece : encodePart(piece)).join('')
+  }).join(SEPARATOR)
 }
 
 /** A tag name, encoded like a key part. */
