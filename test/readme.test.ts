@@ -19,8 +19,9 @@ interface Context {
   workspaceId?: string
   buildWeeklyReport?: (id: string) => unknown
   db?: { query: (sql: string, params: unknown[]) => Promise<unknown> }
+  agentId?: string
 }
-type Example = (context: Context) => Promise<{ app: FastifyInstance, result?: unknown, runs?: unknown, stats?: unknown }>
+type Example = (context: Context) => Promise<{ app: FastifyInstance } & Record<string, unknown>>
 
 /** Turns a block into a module exporting `run(context)`: imports stay on top, the rest becomes the body. */
 async function load (block: string, index: number, redis: string): Promise<Example> {
@@ -30,8 +31,8 @@ async function load (block: string, index: number, redis: string): Promise<Examp
   // Snippets after the quick start leave out its import of the plugin.
   if (!imports.some((line) => line.startsWith('import cache '))) imports.push("import cache from '../../lib/index'")
   const body = lines.filter((line) => !line.startsWith('import ')).join('\n')
-  const given = ['app', 'workspaceId', 'buildWeeklyReport', 'db'].filter((name) => !new RegExp(`(const|let|function) ${name}\\b`).test(body))
-  const results = ['result', 'runs', 'stats'].filter((name) => new RegExp(`const ${name}\\b`).test(body))
+  const given = ['app', 'workspaceId', 'buildWeeklyReport', 'db', 'agentId'].filter((name) => !new RegExp(`(const|let|function) ${name}\\b`).test(body))
+  const results = ['result', 'runs', 'stats', 'analytics', 'present', 'secondsLeft', 'removed'].filter((name) => new RegExp(`const ${name}\\b`).test(body))
   const source = `${imports.join('\n')}
 // eslint-disable-next-line
 export async function run ({ ${given.join(', ')} }: any): Promise<any> {
@@ -46,12 +47,12 @@ ${body}
 }
 
 t.test('the README has the examples this test knows', async (t) => {
-  t.equal(blocks.length, 6)
+  t.equal(blocks.length, 7)
 })
 
 t.test('README examples run as written', async (t) => {
   const redis = await redisUrl()
-  const [quickStart, bypass, service, invalidation, warming, withFastifyRedis] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
+  const [quickStart, bypass, basics, service, invalidation, warming, withFastifyRedis] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
 
   t.test('quick start: a miss, a hit, and tag invalidation by an event', async (t) => {
     const { app } = await quickStart({})
@@ -80,6 +81,19 @@ t.test('README examples run as written', async (t) => {
     await untilStored(app)
     t.equal((await app.inject('/r?skip_cache=1')).headers['x-cache'], 'HIT')
     t.equal((await app.inject({ url: '/r?skip_cache=1', headers: { 'x-cache-admin': 'let-me-in' } })).headers['x-cache'], 'BYPASS')
+  })
+
+  t.test('the basic methods: set, get, exists, expire, ttl, delete', async (t) => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(cache)
+    const result = await basics({ app, agentId: 'ws1-agent3' })
+    t.match(result.analytics, { runs: 42 })
+    t.ok((result.analytics as { since: unknown }).since instanceof Date, 'a Date comes back as a Date')
+    t.equal(result.present, true)
+    t.equal(result.secondsLeft, 60)
+    t.equal(result.removed, true)
+    t.equal(await app.cacheService.exists(['agent', 'analytics', 'ws1-agent3', '7d']), false)
   })
 
   t.test('getOrCompute, invalidatePattern, cached queries and cleanup', async (t) => {
