@@ -74,3 +74,25 @@ t.test('a lease holder that throws or hangs holds the other instances no longer 
   t.equal((await failing).statusCode, 500)
   t.ok(calls >= 4)
 })
+
+t.test('stale-while-revalidate across instances: one background refresh in all', async (t) => {
+  const prefix = uniquePrefix('swr-lease')
+  const client = await createClient(t)
+  t.teardown(() => deleteByPrefix(client, prefix))
+  let calls = 0
+  const apps: FastifyInstance[] = []
+  for (let i = 0; i < 3; i++) {
+    const app = Fastify()
+    await app.register(cache, { redis: await redisUrl(), prefix })
+    app.get('/kpi', { config: { cache: { ttl: 1, staleWhileRevalidate: 30 } } }, async () => { calls++; await sleep(200); return { calls } })
+    t.teardown(() => app.close())
+    apps.push(app)
+  }
+  await apps[0].inject('/kpi')
+  await sleep(1200)
+  const stale = await Promise.all(apps.flatMap((app) => Array.from({ length: 10 }, () => app.inject('/kpi'))))
+  t.ok(stale.every((response) => response.headers['x-cache'] === 'STALE'), 'every instance served the stale entry at once')
+  await sleep(800)
+  t.equal(calls, 2, 'the first computation, then exactly one refresh for thirty stale hits on three instances')
+  for (const app of apps) t.equal((await app.inject('/kpi')).headers['x-cache'], 'HIT')
+})
