@@ -1,0 +1,57 @@
+// What bench/run.ts and bench/server.ts share: the variants and the response body they all send.
+
+/** The variants, in the issue's lettering; each runs in its own server process. */
+export const VARIANTS = {
+  ceiling: { letter: 'a', what: 'plain route, fixed pre-serialised 1 KB JSON string, no plugin' },
+  serialize: { letter: "a'", what: 'plain route returning the 1 KB object (serialised per request)' },
+  uncached: { letter: 'b', what: 'uncached route, 20 ms simulated query, returns the object' },
+  redis: { letter: 'c', what: 'route (b) cached by the plugin, Redis store, every request a hit' },
+  memory: { letter: 'd', what: 'route (b) cached by the plugin, memory store, every request a hit' },
+  optout: { letter: 'e', what: 'route (a) on an app with the plugin and another route cached' },
+  ioredis: { letter: 'f', what: 'hand-written route: one ioredis GET, sends the stored string' }
+} as const
+export type Variant = keyof typeof VARIANTS
+
+export function isVariant (name: string): name is Variant {
+  return Object.hasOwn(VARIANTS, name)
+}
+
+/** The response body of every variant: a plain object of exactly 1 KB once serialised, built the same way each time. */
+export interface Item {
+  id: number
+  sku: string
+  label: string
+  price: number
+  inStock: boolean
+}
+
+function item (i: number): Item {
+  return { id: i, sku: `SKU-${String(1000 + i)}`, label: `Item ${i}, a product row`, price: 9.5 + i, inStock: i % 2 === 0 }
+}
+
+const TARGET_BYTES = 1024
+
+function build () {
+  const payload = {
+    id: 1,
+    name: 'benchmark payload',
+    updatedAt: '2024-01-01T00:00:00.000Z',
+    items: Array.from({ length: 10 }, (_, i) => item(i + 1)),
+    note: ''
+  }
+  // Pads the note (ASCII, one byte a character) so that the JSON is exactly TARGET_BYTES long.
+  payload.note = 'x'.repeat(TARGET_BYTES - JSON.stringify(payload).length)
+  return payload
+}
+
+export const PAYLOAD = build()
+
+/** The same object serialised once, as variants (a), (e) and (f) send it. */
+export const PAYLOAD_JSON = JSON.stringify(PAYLOAD)
+export const PAYLOAD_BYTES = Buffer.byteLength(PAYLOAD_JSON)
+
+/** Every variant serves this URL; the cached ones key it by route and query, so it is one entry for the whole run. */
+export const BENCH_PATH = '/data?id=1'
+
+/** Milliseconds the simulated query of variants (b), (c) and (d) takes. */
+export const QUERY_MS = 20

@@ -1,0 +1,112 @@
+/**
+ * One benchmark server: `node --import tsx bench/server.ts <variant>`, started by bench/run.ts over IPC.
+ * It listens on a free port of 127.0.0.1, reports `{ port }` to its parent, and exits when the parent goes away
+ * (IPC disconnect) or on SIGTERM/SIGINT, closing the app so that `--cpu-prof` can write its profile.
+ * Environment: REDIS_URL and BENCH_PREFIX for the variants that use Redis.
+ */
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
+import cache from '../lib/index'
+import { PAYLOAD, PAYLOAD_JSON, QUERY_MS, VARIANTS, type Variant, isVariant } from './payload'
+
+const TTL_SECONDS = 3600
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+function redisUrl (): string {
+  return process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
+}
+
+function prefix (): string {
+  const value = process.env['BENCH_PREFIX']
+  if (value === undefined || value === '') throw new Error('BENCH_PREFIX is not set')
+  return value
+}
+
+/** The route every variant serves; `cached` opts it in for the whole run. */
+function slowRoute (app: FastifyInstance, path: string, cached: boolean): void {
+  app.get(path, { config: { cache: cached ? { ttl: TTL_SECONDS } : false } }, async () => {
+    await sleep(QUERY_MS)
+    return PAYLOAD
+  })
+}
+
+function fixedRoute (app: FastifyInstance, path: string): void {
+  app.get(path, (_request, reply) => { reply.type('application/json').send(PAYLOAD_JSON) })
+}
+
+/** The plugin's counters, read by run.ts after a measurement to prove that every request was a hit. */
+function statsRoute (app: FastifyInstance): void {
+  app.get('/_bench/stats', async () => await app.cacheService.stats())
+}
+
+/** Builds the app of one variant; the returned function releases what the variant opened itself. */
+async function build (app: FastifyInstance, variant: Variant): Promise<() => Promise<void>> {
+  switch (variant) {
+    case 'ceiling':
+      fixedRoute(app, '/data')
+      break
+    case 'serialize':
+      app.get('/data', async () => PAYLOAD)
+      break
+    case 'uncached':
+      slowRoute(app, '/data', false)
+      break
+    case 'redis':
+    case 'memory':
+      await app.register(cache, variant === 'redis' ? { redis: redisUrl(), prefix: prefix() } : {})
+      slowRoute(app, '/data', true)
+      statsRoute(app)
+      break
+    case 'optout':
+      await app.register(cache)
+      fixedRoute(app, '/data')
+      slowRoute(app, '/cached', true)
+      statsRoute(app)
+      break
+    case 'ioredis': {
+      const client = new Redis(redisUrl(), { enableOfflineQueue: true, maxRetriesPerRequest: 1 })
+      const key = prefix() + ':raw'
+      await client.set(key, PAYLOAD_JSON, 'EX', TTL_SECONDS)
+      app.get('/data', async (_request, reply) => {
+        const body = await client.get(key)
+        if (body === null) throw new Error(`${key} is missing from Redis`)
+        reply.type('application/json')
+        return body
+      })
+      return async () => { await client.quit() }
+    }
+  }
+  return async () => {}
+}
+
+async function main (): Promise<void> {
+  const variant = process.argv[2] ?? ''
+  if (!isVariant(variant)) throw new Error(`unknown variant "${variant}"; one of ${Object.keys(VARIANTS).join(', ')}`)
+  const app = Fastify({ logger: false })
+  const release = await build(app, variant)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('no TCP address')
+
+  let closing = false
+  const stop = (): void => {
+    if (closing) return
+    closing = true
+    const force = setTimeout(() => process.exit(1), 3000)
+    force.unref()
+    app.close().then(release).finally(() => process.exit(0))
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  process.on('disconnect', stop)
+  if (process.send === undefined) {
+    console.log(`${variant} listening on http://127.0.0.1:${address.port}`)
+  } else {
+    process.send({ port: address.port })
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exit(1)
+})
