@@ -1,11 +1,15 @@
+import type { FastifyRequest } from 'fastify'
 import t from 'tap'
+import { cacheControlFor } from '../lib/http/respond'
+import { type CompiledRoute, compileRoute } from '../lib/http/route'
+import { DEFAULTS, type RouteCacheOptions } from '../lib/options'
+import { CacheStats } from '../lib/stats'
 import {
   type Headers,
   type ResponseFacts,
   type StoragePolicy,
   UNSTORED_HEADERS,
   ageSeconds,
-  defaultCacheControl,
   isCredentialed,
   parseCacheControl,
   unstorableReason,
@@ -199,20 +203,27 @@ t.test('unstorableReason: the first reason wins, in a fixed order', async (t) =>
 // credentials and the default Cache-Control
 // ---------------------------------------------------------------------------
 
-t.test('isCredentialed and defaultCacheControl', async (t) => {
+t.test('isCredentialed, and the Cache-Control compiled per route from it', async (t) => {
   t.equal(isCredentialed({}), false)
   t.equal(isCredentialed({ accept: '*/*' }), false)
   t.equal(isCredentialed({ authorization: 'Bearer x' }), true)
   t.equal(isCredentialed({ cookie: 'sid=1' }), true)
   t.equal(isCredentialed({ authorization: '' }), true, 'an empty Authorization still counts')
+  t.equal(isCredentialed({ authorization: undefined }), false, 'an absent header (undefined) does not count')
 
-  t.equal(defaultCacheControl({}, 60), 'public, max-age=60')
-  t.equal(defaultCacheControl({ 'user-agent': 'x' }, 5), 'public, max-age=5')
-  t.equal(defaultCacheControl({ authorization: 'Basic abc' }, 60), 'private, max-age=60')
-  t.equal(defaultCacheControl({ cookie: 'a=b' }, 60), 'private, max-age=60')
-  t.equal(defaultCacheControl({ cookie: 'a=b', authorization: 'x' }, 3600), 'private, max-age=3600')
-  t.equal(defaultCacheControl({ authorization: undefined }, 60), 'public, max-age=60', 'an absent header (undefined) does not count')
-  t.same(parseCacheControl(defaultCacheControl({}, 60)).get('max-age'), '60', 'it parses back')
+  const settings = { ...DEFAULTS, unkeyedHeaders: [], canEncrypt: false }
+  const request = (headers: Record<string, string>): FastifyRequest => ({ headers }) as unknown as FastifyRequest
+  const route = (config: RouteCacheOptions): CompiledRoute => compileRoute(config, '/r', settings, new CacheStats())
+  const plain = route({ ttl: 60 })
+  t.equal(cacheControlFor(request({}), plain), 'public, max-age=60')
+  t.equal(cacheControlFor(request({ 'user-agent': 'x' }), plain), 'public, max-age=60')
+  t.equal(cacheControlFor(request({ authorization: 'Basic abc' }), plain), 'private, max-age=60')
+  t.equal(cacheControlFor(request({ cookie: 'a=b' }), plain), 'private, max-age=60')
+  const windows = route({ ttl: 5, staleWhileRevalidate: 30, staleIfError: 600 })
+  t.equal(cacheControlFor(request({}), windows), 'public, max-age=5, stale-while-revalidate=30, stale-if-error=600')
+  t.equal(cacheControlFor(request({ cookie: 'a=b' }), route({ cacheControl: 'public, max-age=9' })), 'public, max-age=9', "the route's own value replaces both")
+  t.equal(cacheControlFor(request({}), route({ cacheControl: false })), undefined)
+  t.same(parseCacheControl(cacheControlFor(request({}), plain)).get('max-age'), '60', 'it parses back')
 })
 
 // ---------------------------------------------------------------------------

@@ -62,6 +62,9 @@ export class ResponseCache {
   /** Keys being refreshed in the background by this process, so that one refresh runs per key. */
   private readonly refreshing = new Set<string>()
   private readonly flights = new Flights()
+  /** Entries decoded from the in-process store's Buffers, which live as long as the entries themselves. */
+  private readonly decoded = new WeakMap<Buffer, HttpEntry>()
+  private readonly store: { local: boolean }
 
   constructor (
     private readonly guarded: GuardedStore,
@@ -73,7 +76,9 @@ export class ResponseCache {
     private readonly keyRing: KeyRing | undefined,
     /** `<prefix>:e:`: with the id, the entry's full Redis key, bound to its ciphertext so that it cannot be moved. */
     private readonly entryKeyPrefix: string
-  ) {}
+  ) {
+    this.store = guarded.store
+  }
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
   attach (routeOptions: RouteOptions, route: CompiledRoute): void {
@@ -230,6 +235,9 @@ export class ResponseCache {
    * moved to another key, or its key was dropped from the ring), or are plaintext where the route is sensitive.
    */
   private decode (bytes: Buffer, route: CompiledRoute, id: string): HttpEntry | undefined {
+    // The memory store hands back the same Buffer on every hit: decode it once.
+    const known = this.decoded.get(bytes)
+    if (known !== undefined) return known
     try {
       if (KeyRing.isEncrypted(bytes)) {
         const plain = this.keyRing?.decrypt(bytes, this.entryKeyPrefix + id)
@@ -237,7 +245,9 @@ export class ResponseCache {
         return decodeEntry(plain)
       }
       if (route.sensitive) throw new FST_CACHE_CORRUPT_ENTRY('a sensitive route found an unencrypted entry')
-      return decodeEntry(bytes)
+      const entry = decodeEntry(bytes)
+      if (this.store.local) this.decoded.set(bytes, entry)
+      return entry
     } catch (error) {
       // Treated as a miss; the response of this request replaces it.
       this.guarded.failed('decode', error, route.counters)

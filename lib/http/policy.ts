@@ -80,11 +80,6 @@ export function isCredentialed (requestHeaders: Headers): boolean {
   return requestHeaders.authorization !== undefined || requestHeaders.cookie !== undefined
 }
 
-/** The Cache-Control the plugin sends when the handler set none: shared caches may keep only uncredentialed answers. */
-export function defaultCacheControl (requestHeaders: Headers, ttl: number): string {
-  return (isCredentialed(requestHeaders) ? 'private, max-age=' : 'public, max-age=') + ttl
-}
-
 /** Whole seconds since the response was generated (RFC 9111 5.1), never negative when clocks step back. */
 export function ageSeconds (storedAt: number, now: number): number {
   return now > storedAt ? Math.floor((now - storedAt) / 1000) : 0

@@ -1,22 +1,15 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { HttpEntry } from '../entry'
 import { ifNoneMatchMatches } from './conditional'
-import { type Headers, UNSTORED_HEADERS, ageSeconds, defaultCacheControl, varyNames } from './policy'
+import { type Headers, UNSTORED_HEADERS, ageSeconds, isCredentialed, varyNames } from './policy'
 import type { CompiledRoute } from './route'
 
 /** Where a response came from: the cache (fresh or stale), the handler, or the handler because of a bypass. */
 export type CacheOutcome = 'HIT' | 'STALE' | 'MISS' | 'BYPASS'
 
-/**
- * The Cache-Control the plugin sends when the handler set none: public or private with max-age, plus the stale
- * windows the route allows (RFC 5861), so that browsers and CDNs may do what the plugin does.
- */
+/** The Cache-Control the plugin sends when the handler set none (compiled per route). */
 export function cacheControlFor (request: FastifyRequest, route: CompiledRoute): string | undefined {
-  if (route.cacheControl !== undefined) return route.cacheControl === false ? undefined : route.cacheControl
-  let value = defaultCacheControl(request.headers, route.ttl)
-  if (route.staleWhileRevalidateMs > 0) value += `, stale-while-revalidate=${route.staleWhileRevalidateMs / 1000}`
-  if (route.staleIfErrorMs > 0) value += `, stale-if-error=${route.staleIfErrorMs / 1000}`
-  return value
+  return isCredentialed(request.headers) ? route.cacheControl.credentialed : route.cacheControl.anonymous
 }
 
 /** Sets the status and headers of a stored response on the reply, with age and x-cache. */

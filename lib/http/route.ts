@@ -11,7 +11,8 @@ export interface CompiledRoute {
   counters: CacheCounters
   ttl: number
   storage: StoragePolicy
-  cacheControl: string | false | undefined
+  /** The Cache-Control sent when the handler set none, for requests without and with credentials. */
+  cacheControl: { anonymous: string | undefined, credentialed: string | undefined }
   allowBypass: boolean | ((request: FastifyRequest) => boolean)
   lookup: LookupPhase
   /** Lower-case request header names that are part of the key and of the response's Vary. */
@@ -49,6 +50,8 @@ const POISONING_HEADERS = [
 ]
 
 const BYPASS_PARAM = 'skip_cache'
+/** How many URLs a route remembers the default key of. */
+const REMEMBERED_KEYS = 1000
 
 export function compileRoute (
   config: true | RouteCacheOptions, url: string, settings: PluginSettings, stats: CacheStats
@@ -72,7 +75,7 @@ export function compileRoute (
       statuses: new Set(options.statuses ?? settings.statuses),
       maxEntryBytes: options.maxEntryBytes ?? settings.maxEntryBytes
     },
-    cacheControl: options.cacheControl,
+    cacheControl: compileCacheControl(options.cacheControl, ttl, (options.staleWhileRevalidate ?? settings.staleWhileRevalidate), (options.staleIfError ?? settings.staleIfError)),
     allowBypass: options.allowBypass ?? settings.allowBypass,
     lookup: options.lookup ?? settings.lookup,
     vary,
@@ -92,6 +95,22 @@ export function compileRoute (
   }
 }
 
+/**
+ * Public or private with max-age, plus the stale windows the route allows (RFC 5861), so that browsers and CDNs may
+ * do what the plugin does; private for credentialed requests, so that no shared cache keeps a per-user answer. A
+ * route's own value replaces both; false sends none.
+ */
+function compileCacheControl (own: string | false | undefined, ttl: number, staleWhileRevalidate: number, staleIfError: number): CompiledRoute['cacheControl'] {
+  if (own !== undefined) {
+    const value = own === false ? undefined : own
+    return { anonymous: value, credentialed: value }
+  }
+  let windows = ''
+  if (staleWhileRevalidate > 0) windows += `, stale-while-revalidate=${staleWhileRevalidate}`
+  if (staleIfError > 0) windows += `, stale-if-error=${staleIfError}`
+  return { anonymous: `public, max-age=${ttl}${windows}`, credentialed: `private, max-age=${ttl}${windows}` }
+}
+
 function compileInvalidates (invalidates: RouteCacheOptions['invalidates']): CompiledRoute['invalidatesOf'] {
   if (invalidates === undefined || typeof invalidates === 'function') return invalidates
   return () => invalidates
@@ -103,7 +122,20 @@ function compileKey (key: RouteCacheOptions['key'], url: string, vary: string[])
     const fixed = keyId(key)
     return () => fixed
   }
-  return (request) => keyId(defaultKeyParts(request, url, vary))
+  // The default key is a function of the origin, the raw URL and the vary headers alone (params and the parsed query
+  // come from the URL), so it is remembered per route for the URLs seen most recently: encoding is paid once.
+  const known = new Map<string, string>()
+  return (request) => {
+    let memo = request.protocol + '\n' + request.hostname + '\n' + request.url
+    for (const name of vary) memo += '\n' + String(request.headers[name] ?? '')
+    let id = known.get(memo)
+    if (id === undefined) {
+      id = keyId(defaultKeyParts(request, url, vary))
+      if (known.size >= REMEMBERED_KEYS) known.clear()
+      known.set(memo, id)
+    }
+    return id
+  }
 }
 
 function checkedKey (key: CacheKey, url: string): CacheKey {
