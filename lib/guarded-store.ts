@@ -58,7 +58,13 @@ export class GuardedStore {
       // A reply that comes after the deadline was already counted as a failure; it must not close the circuit.
       call(this.store).then(
         (value) => { clearTimeout(timer); if (!timedOut) breaker?.succeeded(); resolve(value) },
-        (error: unknown) => { clearTimeout(timer); if (!timedOut) breaker?.failed(); reject(error) }
+        (error: unknown) => {
+          clearTimeout(timer)
+          // An error reply (OOM, READONLY, WRONGTYPE...) comes from a Redis that answers: it must not open the circuit,
+          // or reads that work would stop with the writes that do not.
+          if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : breaker?.failed()
+          reject(error)
+        }
       )
     })
   }
@@ -69,4 +75,9 @@ export interface WriteOptions {
   timeoutMs?: number
   /** Goes through an open circuit: for clean-up that must not be skipped, such as giving back a lease. */
   evenIfOpen?: boolean
+}
+
+/** An error that Redis sent as its reply to a command, as opposed to no reply (a dead, hung or unreachable server). */
+function isErrorReply (error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError'
 }

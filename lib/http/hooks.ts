@@ -47,6 +47,8 @@ declare module 'fastify' {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** The fallback of a failed peek, told apart from a peek that needs the full read. */
+const PEEK_FAILED = Buffer.alloc(0)
 /** Sent on warming responses only: whether the entry was written. */
 export const STORED_HEADER = 'x-cache-stored'
 /** The fallback of a failed read: no value and no stamp, so nothing is stored for that request. */
@@ -134,7 +136,20 @@ export class ResponseCache {
       this.stats.count('bypass', route.counters)
       return false
     }
-    const found = await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
+    // The common hit, an untagged entry that is fresh, costs one plain read; anything else takes the full read,
+    // which also returns the stamp a miss needs.
+    let peekFailed = false
+    if (tags === undefined && state.noStore === undefined && !wantsBypass(request) && !isWarmRequest(request)) {
+      const quick = await this.guarded.read('peek', (store) => store.peek(id), PEEK_FAILED, route.counters)
+      peekFailed = quick === PEEK_FAILED
+      const entry = quick === undefined || quick === PEEK_FAILED ? undefined : this.decode(quick, route, id)
+      if (entry !== undefined && varyMatches(entry.vary, request.headers) && Date.now() - entry.storedAt < entry.ttl * 1000) {
+        this.hit(request, reply, state, entry)
+        return true
+      }
+    }
+    // A store that just failed is not asked again for the same request: one deadline at most.
+    const found = peekFailed ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
     if (found !== NOTHING_READ) state.stamp = found.stamp
     if (found.corrupt === true) this.guarded.failed('decode', new FST_CACHE_CORRUPT_ENTRY('not an entry at its key'), route.counters)
     const warming = isWarmRequest(request)
@@ -149,10 +164,7 @@ export class ResponseCache {
       const age = Date.now() - entry.storedAt
       const freshMs = entry.ttl * 1000
       if (!found.stale && age < freshMs) {
-        state.outcome = 'HIT'
-        this.stats.count('hits', route.counters)
-        serveEntry(request, reply, entry, route, 'HIT')
-        if (shouldRefreshEarly(route, entry, freshMs - age)) this.refresh(request, id)
+        this.hit(request, reply, state, entry)
         return true
       }
       // Stale: past its freshness, or soft-invalidated. Served at once within the route's window, refreshed behind.
@@ -166,6 +178,14 @@ export class ResponseCache {
       if (route.staleIfErrorMs > 0 && age < freshMs + route.staleIfErrorMs) state.fallback = entry
     }
     return await this.missOrShare(request, reply, state)
+  }
+
+  private hit (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, entry: HttpEntry): void {
+    const route = state.route
+    state.outcome = 'HIT'
+    this.stats.count('hits', route.counters)
+    serveEntry(request, reply, entry, route, 'HIT')
+    if (shouldRefreshEarly(route, entry, entry.storedAt + entry.ttl * 1000 - Date.now())) this.refresh(request, state.id)
   }
 
   /** A miss: waits for a request of this process already computing the key, or leads the computation. */

@@ -54,6 +54,13 @@ export class MemoryStore implements CacheStore {
     return { value: entry.value, stale: state === 'stale', leased, stamp }
   }
 
+  async peek (id: string): Promise<Buffer | undefined> {
+    const entry = this.live(id)
+    if (entry === undefined || entry.tags.length > 0) return undefined
+    this.touch(id, entry)
+    return entry.value
+  }
+
   async get (id: string): Promise<Buffer | null> {
     return (await this.read(id, [])).value
   }

@@ -127,6 +127,7 @@ const INFO_FIELDS = [
 ]
 const BATCH = 500
 const NEWLINE = 0x0a
+const EQUALS = 0x3d
 const OWN_KEY = /^(?:[egltv]:|p$)/
 
 /** A Lua script run by its SHA, sent whole only when Redis does not know it yet (after a restart, say). */
@@ -183,6 +184,22 @@ export class RedisStore implements CacheStore {
     }
     const value = raw === null || state >= 2 ? null : payload(raw)
     return { value, stale: value !== null && state === 1, corrupt: state === 3, leased: leased === 1, stamp }
+  }
+
+  async peek (id: string): Promise<Buffer | undefined> {
+    let raw: Buffer | null
+    try {
+      raw = await this.client.getBuffer(this.entryPrefix + id)
+    } catch (error) {
+      // Another type at the key: the full read reports it as corrupt, and the miss's write replaces it.
+      if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return undefined
+      throw error
+    }
+    if (raw === null) return undefined
+    const newline = raw.indexOf(NEWLINE)
+    const equals = raw.indexOf(EQUALS)
+    // A header line with no `tag=token` pair: an untagged entry, valid for as long as it exists.
+    return newline !== -1 && (equals === -1 || equals > newline) ? raw.subarray(newline + 1) : undefined
   }
 
   async get (id: string): Promise<Buffer | null> {

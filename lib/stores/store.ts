@@ -14,6 +14,11 @@ export interface CacheStore {
   readonly local: boolean
   /** Reads an entry and the stamp a later conditional write needs; `tags` are the tags that write will carry. */
   read (id: string, tags: readonly string[]): Promise<StoreRead>
+  /**
+   * The hit path's shortcut: the value of an entry that carries no tags (so nothing but its own deletion could have
+   * invalidated it), in one plain read; undefined when only a full read can tell (absent, tagged, or not an entry).
+   */
+  peek (id: string): Promise<Buffer | undefined>
   /** The value of a valid (or soft-invalidated) entry, or null. */
   get (id: string): Promise<Buffer | null>
   /** Writes an entry; with a stamp, resolves false and writes nothing when an invalidation happened since the read. */
