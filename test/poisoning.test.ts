@@ -92,3 +92,28 @@ for (const kind of STORE_KINDS) {
     })
   })
 }
+
+t.test('path and query variants cannot split one resource into many keys or make a poisoned variant', async (t) => {
+  const app = await cachedApp(t, 'memory', {}, { routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true } })
+  let calls = 0
+  app.get('/agents/:agentId/analytics', { config: { cache: true } }, async (request) => ({ calls: ++calls, params: request.params, query: request.query }))
+  await app.inject('/agents/a%20b/analytics?timeframe=7d&limit=5')
+  await untilStored(app)
+  const variants = [
+    '/agents/a%20b/analytics?limit=5&timeframe=7d', // reordered
+    '/agents/a%20b/analytics/?timeframe=7d&limit=5', // trailing slash
+    '//agents/a%20b//analytics?timeframe=7d&limit=5', // duplicate slashes
+    '/agents/a b/analytics?timeframe=7d&limit=5', // another encoding of the same param
+    '/agents/a%20b/analytics?timeframe=%37d&limit=5' // percent-encoded query value
+  ]
+  for (const url of variants) {
+    const response = await app.inject(url)
+    t.equal(response.headers['x-cache'], 'HIT', `${url} shares the entry`)
+    t.equal(response.json().calls, 1)
+  }
+  const duplicated = await app.inject('/agents/a%20b/analytics?timeframe=7d&timeframe=evil&limit=5')
+  t.equal(duplicated.headers['x-cache'], 'MISS', 'a duplicated parameter is another request, with its own key')
+  t.same(duplicated.json().query.timeframe, ['7d', 'evil'])
+  const clean = await app.inject('/agents/a%20b/analytics?timeframe=7d&limit=5')
+  t.equal(clean.json().calls, 1, 'and did not touch the clean entry')
+})
