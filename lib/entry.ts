@@ -16,6 +16,11 @@ export interface HttpEntry {
   computeMs?: number
 }
 
+/** When the entry stops being fresh, in milliseconds since the epoch. */
+export function freshUntil (entry: HttpEntry): number {
+  return entry.storedAt + entry.ttl * 1000
+}
+
 interface EntryMeta {
   s: number
   h: Record<string, string | string[]>

@@ -1,4 +1,4 @@
-import { type HttpEntry, decodeEntry, isEntryBytes } from './entry'
+import { type HttpEntry, decodeEntry, freshUntil, isEntryBytes } from './entry'
 import type { GuardedStore } from './guarded-store'
 import { type CacheKey, idPattern, keyId, tagId } from './keys'
 import { decodeValue, encodeValue } from './serializer'
@@ -204,10 +204,10 @@ export class StoreCacheService implements CacheService {
     try {
       if (isEntryBytes(bytes)) {
         const entry = decodeEntry(bytes)
-        return { value: bodyValue(entry) as T, freshUntil: entry.storedAt + entry.ttl * 1000 }
+        return { value: bodyValue(entry) as T, freshUntil: freshUntil(entry) }
       }
-      const { inner, freshUntil } = unwrapFreshness(bytes)
-      return { value: decodeValue(inner) as T, freshUntil }
+      const unwrapped = unwrapFreshness(bytes)
+      return { value: decodeValue(unwrapped.inner) as T, freshUntil: unwrapped.freshUntil }
     } catch (error) {
       this.guarded.failed('decode', error)
       return undefined

@@ -1,7 +1,7 @@
 import type {
   FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
 } from 'fastify'
-import { type HttpEntry, decodeEntry, encodeEntry } from '../entry'
+import { type HttpEntry, decodeEntry, encodeEntry, freshUntil } from '../entry'
 import { KeyRing } from '../encryption'
 import { FST_CACHE_CORRUPT_ENTRY } from '../errors'
 import type { GuardedStore } from '../guarded-store'
@@ -136,14 +136,16 @@ export class ResponseCache {
       this.stats.count('bypass', route.counters)
       return false
     }
+    const warming = isWarmRequest(request)
+    const bypass = warming || (wantsBypass(request) && mayBypass(route, request))
     // The common hit, an untagged entry that is fresh, costs one plain read; anything else takes the full read,
     // which also returns the stamp a miss needs.
     let peekFailed = false
-    if (tags === undefined && state.noStore === undefined && !wantsBypass(request) && !isWarmRequest(request)) {
+    if (tags === undefined && state.noStore === undefined && !bypass) {
       const quick = await this.guarded.read('peek', (store) => store.peek(id), PEEK_FAILED, route.counters)
       peekFailed = quick === PEEK_FAILED
       const entry = quick === undefined || quick === PEEK_FAILED ? undefined : this.decode(quick, route, id)
-      if (entry !== undefined && varyMatches(entry.vary, request.headers) && Date.now() - entry.storedAt < entry.ttl * 1000) {
+      if (entry !== undefined && varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry)) {
         this.hit(request, reply, state, entry)
         return true
       }
@@ -152,8 +154,7 @@ export class ResponseCache {
     const found = peekFailed ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
     if (found !== NOTHING_READ) state.stamp = found.stamp
     if (found.corrupt === true) this.guarded.failed('decode', new FST_CACHE_CORRUPT_ENTRY('not an entry at its key'), route.counters)
-    const warming = isWarmRequest(request)
-    if (warming || (wantsBypass(request) && mayBypass(route, request))) {
+    if (bypass) {
       state.outcome = 'BYPASS'
       state.warm = warming
       this.stats.count('bypass', route.counters)
@@ -161,21 +162,20 @@ export class ResponseCache {
     }
     const entry = found.value === null ? undefined : this.decode(found.value, route, id)
     if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
-      const age = Date.now() - entry.storedAt
-      const freshMs = entry.ttl * 1000
-      if (!found.stale && age < freshMs) {
+      const now = Date.now()
+      if (!found.stale && now < freshUntil(entry)) {
         this.hit(request, reply, state, entry)
         return true
       }
       // Stale: past its freshness, or soft-invalidated. Served at once within the route's window, refreshed behind.
-      if (route.staleWhileRevalidateMs > 0 && age < freshMs + route.staleWhileRevalidateMs) {
+      if (route.staleWhileRevalidateMs > 0 && now < freshUntil(entry) + route.staleWhileRevalidateMs) {
         state.outcome = 'STALE'
         this.stats.count('stale', route.counters)
         serveEntry(request, reply, entry, route, 'STALE')
         this.refresh(request, id)
         return true
       }
-      if (route.staleIfErrorMs > 0 && age < freshMs + route.staleIfErrorMs) state.fallback = entry
+      if (route.staleIfErrorMs > 0 && now < freshUntil(entry) + route.staleIfErrorMs) state.fallback = entry
     }
     return await this.missOrShare(request, reply, state)
   }
@@ -185,7 +185,7 @@ export class ResponseCache {
     state.outcome = 'HIT'
     this.stats.count('hits', route.counters)
     serveEntry(request, reply, entry, route, 'HIT')
-    if (shouldRefreshEarly(route, entry, entry.storedAt + entry.ttl * 1000 - Date.now())) this.refresh(request, state.id)
+    if (shouldRefreshEarly(route, entry, freshUntil(entry) - Date.now())) this.refresh(request, state.id)
   }
 
   /** A miss: waits for a request of this process already computing the key, or leads the computation. */
@@ -216,7 +216,7 @@ export class ResponseCache {
     // After a failed read there is no stamp, so nothing will be stored: a lease would only add a second deadline.
     if (this.leases === undefined || state.stamp === undefined) return undefined
     const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (bytes) => this.decode(bytes, state.route, state.id), (entry) =>
-      varyMatches(entry.vary, request.headers) && Date.now() < entry.storedAt + entry.ttl * 1000)
+      varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry))
     if (outcome.kind === 'holder') {
       state.lease = outcome.token
       return undefined
@@ -319,7 +319,7 @@ export class ResponseCache {
     if (state.warm === true) {
       // Warming waits for the write, so that it can report entries that were not stored.
       state.capture = undefined
-      this.write(request, state, capture).then((written) => {
+      this.write(state, capture).then((written) => {
         reply.header(STORED_HEADER, written ? '1' : '0')
         done(null, payload)
       }, () => done(null, payload))
@@ -340,13 +340,13 @@ export class ResponseCache {
     const state = request[kCacheState]
     if (state == null) return
     state.settle?.(undefined)
-    const written = state.capture === undefined ? Promise.resolve(false) : this.write(request, state, state.capture)
+    const written = state.capture === undefined ? Promise.resolve(false) : this.write(state, state.capture)
     const lease = state.lease
     if (lease !== undefined) written.finally(() => this.leases?.release(state.id, lease)).catch(() => {})
   }
 
   /** Stores a captured response; resolves false when it was refused or failed (both counted). */
-  private async write (_request: FastifyRequest, state: RequestCacheState, entry: HttpEntry): Promise<boolean> {
+  private async write (state: RequestCacheState, entry: HttpEntry): Promise<boolean> {
     const route = state.route
     // Without a stamp (the read failed) the write is refused: it could otherwise undo an invalidation it never saw.
     const stamp = state.stamp
