@@ -13,6 +13,7 @@ import { type CachePluginOptions, DEFAULTS, PluginOptionsSchema, type RouteCache
 import { type CacheService, StoreCacheService } from './service'
 import { CacheStats } from './stats'
 import { type WarmResult, scheduleWarming } from './warm'
+import { DeadlineStore } from './stores/deadline'
 import { openStore } from './stores/open'
 
 declare module 'fastify' {
@@ -45,11 +46,12 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   }
   const keyRing = options.encryption === undefined ? undefined : KeyRing.from(options.encryption)
   const stats = new CacheStats()
-  const { store, close } = await openStore(app, options, settings)
-  const breaker = store.local || options.circuitBreaker === false
+  const { store: opened, close } = await openStore(app, options, settings)
+  const breaker = opened.local || options.circuitBreaker === false
     ? undefined
     : new CircuitBreaker({ ...DEFAULTS.circuitBreaker, ...options.circuitBreaker })
-  const guarded = new GuardedStore(store, settings.storeTimeoutMs, new ThrottledLog(app.log), stats, breaker)
+  const store = opened.local ? opened : new DeadlineStore(opened, settings.storeTimeoutMs, breaker)
+  const guarded = new GuardedStore(store, new ThrottledLog(app.log), stats, breaker)
   const inject = app.inject.bind(app)
   const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
   const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, settings.prefix + ':e:')

@@ -118,14 +118,14 @@ export class StoreCacheService implements CacheService {
   async invalidateTags (tags: string | string[], options: InvalidateTagsOptions = {}): Promise<number> {
     const names = typeof tags === 'string' ? [tags] : tags
     const ids = names.map(tagId)
-    const count = await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids, options), { timeoutMs: BULK_TIMEOUT_MS })
+    const count = await this.guarded.write('invalidateTags', (store) => store.invalidateTags(ids, options))
     this.stats_.invalidated(names)
     return count
   }
 
   async invalidatePattern (pattern: string): Promise<number> {
     const glob = idPattern(pattern)
-    return await this.guarded.write('invalidatePattern', (store) => store.deletePattern(glob), { timeoutMs: BULK_TIMEOUT_MS })
+    return await this.guarded.write('invalidatePattern', (store) => store.deletePattern(glob))
   }
 
   cached<A extends unknown[], R> (fn: (...args: A) => R | Promise<R>, options?: CachedOptions<A>): CachedFunction<A, R> {
@@ -139,7 +139,7 @@ export class StoreCacheService implements CacheService {
   }
 
   async cleanup (): Promise<CleanupReport> {
-    const report = await this.guarded.write('cleanup', (store) => store.cleanup(), { timeoutMs: CLEANUP_TIMEOUT_MS })
+    const report = await this.guarded.write('cleanup', (store) => store.cleanup())
     this.lastCleanup = { entries: report.entries, bytes: report.bytes, at: new Date().toISOString() }
     return report
   }
@@ -224,13 +224,6 @@ export class StoreCacheService implements CacheService {
     return await this.guarded.write('set', (store) => store.set(id, stored, { ttlMs: (ttl + staleFor) * 1000, tags, stamp }))
   }
 }
-
-/**
- * Invalidations and clean-up are not on the request path and walk many keys (a tag's entries, a SCAN of the
- * prefix), so they get far longer deadlines than one store call; a dead Redis still fails them at once.
- */
-const BULK_TIMEOUT_MS = 60 * 1000
-const CLEANUP_TIMEOUT_MS = 10 * 60 * 1000
 
 /** An HTTP entry read through the service: its body, JSON-parsed when it is JSON. */
 function bodyValue (entry: HttpEntry): unknown {

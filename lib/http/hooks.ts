@@ -356,7 +356,7 @@ export class ResponseCache {
     try {
       // Kept past its freshness for as long as a stale copy may still be served.
       const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
-      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), { route: route.counters })
+      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), route.counters)
       this.stats.count(written ? 'stored' : 'raced', route.counters)
       return written
     } catch {

@@ -62,7 +62,7 @@ export class Leases {
    * lease left behind would make every instance wait for it. A failure is only counted.
    */
   release (id: string, token: string): void {
-    const attempt = (): Promise<void> => this.guarded.write('releaseLease', (store) => store.releaseLease(id, token), { evenIfOpen: true })
+    const attempt = (): Promise<void> => this.guarded.write('releaseLease', (store) => store.releaseLease(id, token))
     // Retried once a little later: a connection that was just killed is usually back by then.
     attempt().catch(() => { setTimeout(() => { attempt().catch(() => {}) }, RELEASE_RETRY_MS).unref() })
   }

@@ -1,0 +1,72 @@
+import type { CircuitBreaker } from '../circuit-breaker'
+import { FST_CACHE_CIRCUIT_OPEN, FST_CACHE_STORE_TIMEOUT } from '../errors'
+import type { CacheStore, CleanupReport, StoreRead, StoreSetOptions } from './store'
+
+/**
+ * Invalidations and clean-up are not on the request path and walk many keys (a tag's entries, a SCAN of the prefix),
+ * so they get far longer deadlines than one store call; a dead Redis still fails them at once.
+ */
+export const BULK_TIMEOUT_MS = 60_000
+export const CLEANUP_TIMEOUT_MS = 10 * 60_000
+
+/**
+ * A store that leaves the process, with a deadline on every call and a circuit breaker in front: no request ever
+ * waits on a hung Redis for longer than the deadline, and a failing one is not called at all for a while. Calls
+ * that time out or get no reply count as failures; an error reply (OOM, READONLY, WRONGTYPE...) comes from a Redis
+ * that answers and does not.
+ */
+export class DeadlineStore implements CacheStore {
+  readonly kind: string
+  readonly local = false
+
+  constructor (private readonly inner: CacheStore, private readonly timeoutMs: number, readonly breaker?: CircuitBreaker) {
+    this.kind = inner.kind
+  }
+
+  read (id: string, tags: readonly string[]): Promise<StoreRead> { return this.limit('read', () => this.inner.read(id, tags)) }
+  peek (id: string): Promise<Buffer | undefined> { return this.limit('peek', () => this.inner.peek(id)) }
+  get (id: string): Promise<Buffer | null> { return this.limit('get', () => this.inner.get(id)) }
+  set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> { return this.limit('set', () => this.inner.set(id, value, options)) }
+  acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> { return this.limit('lease', () => this.inner.acquireLease(id, token, ttlMs)) }
+  /** Even through an open circuit: a lease left behind would make every instance wait for it. */
+  releaseLease (id: string, token: string): Promise<void> { return this.limit('releaseLease', () => this.inner.releaseLease(id, token), this.timeoutMs, true) }
+  delete (ids: readonly string[]): Promise<number> { return this.limit('delete', () => this.inner.delete(ids)) }
+  exists (id: string): Promise<boolean> { return this.limit('exists', () => this.inner.exists(id)) }
+  expire (id: string, seconds: number): Promise<boolean> { return this.limit('expire', () => this.inner.expire(id, seconds)) }
+  ttl (id: string): Promise<number> { return this.limit('ttl', () => this.inner.ttl(id)) }
+  invalidateTags (tags: readonly string[], options?: { soft?: boolean }): Promise<number> {
+    return this.limit('invalidateTags', () => this.inner.invalidateTags(tags, options), BULK_TIMEOUT_MS)
+  }
+
+  deletePattern (glob: string): Promise<number> { return this.limit('deletePattern', () => this.inner.deletePattern(glob), BULK_TIMEOUT_MS) }
+  info (): Promise<Record<string, string | number>> { return this.limit('info', () => this.inner.info()) }
+  cleanup (): Promise<CleanupReport> { return this.limit('cleanup', () => this.inner.cleanup(), CLEANUP_TIMEOUT_MS) }
+  close (): Promise<void> { return this.inner.close() }
+
+  private limit<T> (operation: string, call: () => Promise<T>, timeoutMs = this.timeoutMs, evenIfOpen = false): Promise<T> {
+    const breaker = this.breaker
+    if (breaker !== undefined && !evenIfOpen && !breaker.allow()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN(operation))
+    return new Promise<T>((resolve, reject) => {
+      let timedOut = false
+      const timer = setTimeout(() => {
+        timedOut = true
+        breaker?.failed()
+        reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs))
+      }, timeoutMs)
+      // A reply that comes after the deadline was already counted as a failure; it must not close the circuit.
+      call().then(
+        (value) => { clearTimeout(timer); if (!timedOut) breaker?.succeeded(); resolve(value) },
+        (error: unknown) => {
+          clearTimeout(timer)
+          if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : breaker?.failed()
+          reject(error)
+        }
+      )
+    })
+  }
+}
+
+/** An error that Redis sent as its reply to a command, as opposed to no reply (a dead, hung or unreachable server). */
+function isErrorReply (error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError'
+}
