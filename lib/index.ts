@@ -15,6 +15,9 @@ import { CacheStats } from './stats'
 import { type WarmResult, scheduleWarming } from './warm'
 import { DeadlineStore } from './stores/deadline'
 import { openStore } from './stores/open'
+import type { CacheStore } from './stores/store'
+import { TieredStore } from './stores/tiered'
+import { InvalidationBus } from './bus'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -46,15 +49,25 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   }
   const keyRing = options.encryption === undefined ? undefined : KeyRing.from(options.encryption)
   const stats = new CacheStats()
-  const { store: opened, close } = await openStore(app, options, settings)
+  const log = new ThrottledLog(app.log)
+  const { store: opened, client, close } = await openStore(app, options, settings)
   const breaker = opened.local || options.circuitBreaker === false
     ? undefined
     : new CircuitBreaker({ ...DEFAULTS.circuitBreaker, ...options.circuitBreaker })
-  const store = opened.local ? opened : new DeadlineStore(opened, settings.storeTimeoutMs, breaker)
-  const guarded = new GuardedStore(store, new ThrottledLog(app.log), stats, breaker)
+  let store: CacheStore = opened.local ? opened : new DeadlineStore(opened, settings.storeTimeoutMs, breaker)
+  if (client !== undefined && options.memory !== undefined) {
+    const { ttl, ...bounds } = { ...DEFAULTS.memory, ...options.memory }
+    const tiered = new TieredStore(store, { ...bounds, ttlMs: ttl * 1000 })
+    const bus = InvalidationBus.start(client, settings.prefix, log, tiered)
+    tiered.attach(bus)
+    app.addHook('onClose', () => bus.close())
+    if (!await bus.ready(settings.connectTimeoutMs)) app.log.warn('cache invalidation bus not subscribed yet; the in-process tier is bypassed until it is')
+    store = tiered
+  }
+  const guarded = new GuardedStore(store, log, stats, breaker)
   const inject = app.inject.bind(app)
   const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
-  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, settings.prefix + ':e:')
+  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => settings.prefix + ':e:' + id)
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)

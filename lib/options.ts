@@ -40,8 +40,11 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
   storeTimeoutMs?: number
   /** Milliseconds registration waits for Redis to answer before the app starts uncached. */
   connectTimeoutMs?: number
-  /** Bounds of the in-memory store used when there is no Redis. */
-  memory?: { maxEntries?: number, maxBytes?: number }
+  /**
+   * Without Redis: the bounds of the in-memory store. With Redis: an in-process tier in front of it (L1), kept
+   * coherent across instances by Redis pub/sub; `ttl` is the most seconds an entry is held there (default 10).
+   */
+  memory?: { maxEntries?: number, maxBytes?: number, ttl?: number }
   /** Warming right after ready (in the background) and on a schedule with jitter. */
   warm?: {
     onReady?: WarmTarget[]
@@ -126,7 +129,8 @@ export const PluginOptionsSchema = Type.Object({
   connectTimeoutMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 60000 })),
   memory: Type.Optional(Type.Object({
     maxEntries: Type.Optional(Type.Integer({ minimum: 1 })),
-    maxBytes: Type.Optional(Type.Integer({ minimum: 1024 }))
+    maxBytes: Type.Optional(Type.Integer({ minimum: 1024 })),
+    ttl: Type.Optional(Seconds)
   }, { additionalProperties: false })),
   warm: Type.Optional(Type.Object({
     onReady: Type.Optional(Type.Array(WarmTargetSchema)),
@@ -202,7 +206,7 @@ export const DEFAULTS = {
   sensitive: false,
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
-  memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 },
+  memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 10 },
   circuitBreaker: { failures: 5, cooldownMs: 1000 },
   lease: { ttlMs: 10_000, waitMs: 2000 }
 }

@@ -1,32 +1,16 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import cache from '../lib/index'
 import { sleep } from './helpers/app'
+import { startWorker } from './helpers/workers'
 import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
-
-async function startWorker (t: Teardownable, env: Record<string, string>): Promise<number> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'fixtures', 'stampede-worker.ts')], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  t.teardown(() => { child.kill('SIGTERM') })
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  const first = await new Promise<string>((resolve, reject) => {
-    lines.once('line', resolve)
-    child.once('exit', () => reject(new Error('the worker exited before it listened')))
-  })
-  return (JSON.parse(first) as { port: number }).port
-}
 
 t.test('500 concurrent requests on a cold key across 4 processes sharing Redis', async (t) => {
   const prefix = uniquePrefix('stampede')
   const client = await createClient(t)
   t.teardown(() => deleteByPrefix(client, prefix))
   const env = { REDIS_URL: await redisUrl(), CACHE_PREFIX: prefix }
-  const ports = await Promise.all([1, 2, 3, 4].map(() => startWorker(t, env)))
+  const ports = await Promise.all([1, 2, 3, 4].map(() => startWorker(t, 'stampede-worker', env)))
   const responses = await Promise.all(Array.from({ length: 500 }, async (_, i) => {
     const response = await fetch(`http://127.0.0.1:${ports[i % 4]}/report`)
     return { status: response.status, cache: response.headers.get('x-cache'), body: await response.json() as { computedBy: number } }

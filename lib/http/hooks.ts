@@ -64,9 +64,9 @@ export class ResponseCache {
   /** Keys being refreshed in the background by this process, so that one refresh runs per key. */
   private readonly refreshing = new Set<string>()
   private readonly flights = new Flights()
-  /** Entries decoded from the in-process store's Buffers, which live as long as the entries themselves. */
+  /** Entries decoded from an in-process store's Buffers, which live as long as the entries themselves. */
   private readonly decoded = new WeakMap<Buffer, HttpEntry>()
-  private readonly store: { local: boolean }
+  private readonly keepsValues: boolean
 
   constructor (
     private readonly guarded: GuardedStore,
@@ -76,10 +76,10 @@ export class ResponseCache {
     private readonly leases: Leases | undefined,
     /** Encrypts the entries of sensitive routes; undefined when the plugin has no encryption keys. */
     private readonly keyRing: KeyRing | undefined,
-    /** `<prefix>:e:`: with the id, the entry's full Redis key, bound to its ciphertext so that it cannot be moved. */
-    private readonly entryKeyPrefix: string
+    /** An entry's full Redis key, from its id: bound to its ciphertext so that it cannot be moved. */
+    private readonly entryKey: (id: string) => string
   ) {
-    this.store = guarded.store
+    this.keepsValues = guarded.store.keepsValues === true
   }
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
@@ -255,18 +255,18 @@ export class ResponseCache {
    * moved to another key, or its key was dropped from the ring), or are plaintext where the route is sensitive.
    */
   private decode (bytes: Buffer, route: CompiledRoute, id: string): HttpEntry | undefined {
-    // The memory store hands back the same Buffer on every hit: decode it once.
+    // An in-process store hands back the same Buffer on every hit: decode it once.
     const known = this.decoded.get(bytes)
     if (known !== undefined) return known
     try {
       if (KeyRing.isEncrypted(bytes)) {
-        const plain = this.keyRing?.decrypt(bytes, this.entryKeyPrefix + id)
+        const plain = this.keyRing?.decrypt(bytes, this.entryKey(id))
         if (plain === undefined) throw new FST_CACHE_CORRUPT_ENTRY('cannot be decrypted with the configured keys')
         return decodeEntry(plain)
       }
       if (route.sensitive) throw new FST_CACHE_CORRUPT_ENTRY('a sensitive route found an unencrypted entry')
       const entry = decodeEntry(bytes)
-      if (this.store.local) this.decoded.set(bytes, entry)
+      if (this.keepsValues) this.decoded.set(bytes, entry)
       return entry
     } catch (error) {
       // Treated as a miss; the response of this request replaces it.
@@ -352,7 +352,7 @@ export class ResponseCache {
     const stamp = state.stamp
     if (stamp === undefined) return false
     const plain = encodeEntry(entry)
-    const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKeyPrefix + state.id) : plain
+    const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain
     try {
       // Kept past its freshness for as long as a stale copy may still be served.
       const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)

@@ -24,6 +24,7 @@ interface Expiring { value: string, expiresAt: number }
 export class MemoryStore implements CacheStore {
   readonly kind = 'memory'
   readonly local = true
+  readonly keepsValues = true
   // A Map iterates in insertion order; re-inserting on read makes its first key the least recently used.
   private readonly entries = new Map<string, MemoryEntry>()
   private readonly tagIndex = new Map<string, Set<string>>()
@@ -51,7 +52,8 @@ export class MemoryStore implements CacheStore {
     const leased = this.current(this.leases, id) !== undefined
     if (entry === undefined || state === 'invalid') return { value: null, stale: false, leased, stamp }
     this.touch(id, entry)
-    return { value: entry.value, stale: state === 'stale', leased, stamp }
+    const entryTags = entry.tags.map(([tag]) => tag)
+    return { value: entry.value, stale: state === 'stale', leased, stamp, ttlMs: entry.expiresAt - Date.now(), entryTags }
   }
 
   async peek (id: string): Promise<Buffer | undefined> {

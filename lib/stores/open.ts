@@ -8,6 +8,8 @@ import type { CacheStore } from './store'
 
 export interface OpenedStore {
   store: CacheStore
+  /** The Redis client the store uses, when it uses one (the bus of the in-process tier opens its own beside it). */
+  client?: Redis
   /** Closes the store and any client the plugin created; a client the user handed in stays open. */
   close: () => Promise<void>
 }
@@ -63,6 +65,7 @@ export async function openStore (app: FastifyInstance, options: CachePluginOptio
   const store = new RedisStore(redis, settings.prefix)
   return {
     store,
+    client: redis,
     close: async () => {
       await store.close()
       if (owned) await redis.quit().catch(() => redis.disconnect())

@@ -8,11 +8,13 @@ import { INVALIDATION_WINDOW_MS } from './store'
 
 // KEYS: entry, tombstone, epoch, lease. ARGV: tag token prefix, a new token part, then the tags whose tokens to capture.
 // Returns: value or false, validity (0 valid, 1 stale, 2 invalid, 3 corrupt), tombstone, epoch, the entry's version (even when
-// invalid: a conditional write compares it with what is there), whether a lease is held, captured tokens...
+// invalid: a conditional write compares it with what is there), whether a lease is held, the entry's PTTL, its tags
+// (space-separated; only valid when all were checked), captured tokens...
 const READ = `
 local value = redis.pcall('GET', KEYS[1])
 local state = 0
 local version = ''
+local tags = {}
 -- Something that is not an entry (another type, or bytes without a header line) reads as corrupt (3), so that the
 -- miss's write replaces it.
 if type(value) == 'table' then value = false state = 3 end
@@ -22,6 +24,7 @@ if value then
     local header = string.sub(value, 1, newline - 1)
     version = string.match(header, '^@([^ ]+)') or ''
     for tag, token in string.gmatch(header, '([^ =]+)=([^ ]+)') do
+      tags[#tags + 1] = tag
       local current = redis.call('GET', ARGV[1] .. tag)
       if not current then state = 2 break end
       local hard, soft = string.match(token, '^([^.]*)%.(.*)$')
@@ -31,7 +34,8 @@ if value then
     end
   end
 end
-local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '', version, redis.call('EXISTS', KEYS[4]) }
+local result = { value or false, state, redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '', version, redis.call('EXISTS', KEYS[4]),
+  value and redis.call('PTTL', KEYS[1]) or -2, table.concat(tags, ' ') }
 for i = 3, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   local token = redis.call('GET', key)

@@ -45,8 +45,8 @@ export class RedisStore implements CacheStore {
 
   async read (id: string, tags: readonly string[]): Promise<StoreRead> {
     const reply = await read.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey, this.leasePrefix + id],
-      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, Buffer, number, ...Buffer[]]
-    const [raw, state, tombstone, epoch, version, leased, ...tokens] = reply
+      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, Buffer, number, number, Buffer, ...Buffer[]]
+    const [raw, state, tombstone, epoch, version, leased, ttlMs, entryTags, ...tokens] = reply
     const stamp: WriteStamp = {
       tombstone: tombstone.toString(),
       epoch: epoch.toString(),
@@ -54,7 +54,9 @@ export class RedisStore implements CacheStore {
       tags: tags.map((tag, i) => [tag, tokens[i].toString()] as const)
     }
     const value = raw === null || state >= 2 ? null : payload(raw)
-    return { value, stale: value !== null && state === 1, corrupt: state === 3, leased: leased === 1, stamp }
+    if (value === null) return { value, stale: false, corrupt: state === 3, leased: leased === 1, stamp }
+    const named = entryTags.toString()
+    return { value, stale: state === 1, leased: leased === 1, stamp, ttlMs, entryTags: named === '' ? [] : named.split(' ') }
   }
 
   async peek (id: string): Promise<Buffer | undefined> {

@@ -12,6 +12,8 @@ export interface CacheStore {
   readonly kind: string
   /** True when calls never leave the process, so they need no deadline. */
   readonly local: boolean
+  /** True when a hit hands back the same Buffer each time (an in-process copy), so that decoding it once pays. */
+  readonly keepsValues?: boolean
   /** Reads an entry and the stamp a later conditional write needs; `tags` are the tags that write will carry. */
   read (id: string, tags: readonly string[]): Promise<StoreRead>
   /**
@@ -76,6 +78,10 @@ export interface StoreRead {
   corrupt?: boolean
   /** Some instance holds the lease to compute this entry. */
   leased?: boolean
+  /** Milliseconds the entry has left to live, when it is there and the store knows. */
+  ttlMs?: number
+  /** The tags the entry was written with, when it is there and the store knows. */
+  entryTags?: readonly string[]
   stamp: WriteStamp
 }
 

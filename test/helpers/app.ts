@@ -2,8 +2,9 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import cache, { type CachePluginOptions } from '../../lib/index'
 import { createClient, deleteByPrefix, redisUrl, uniquePrefix, type Teardownable } from './redis'
 
-export type StoreKind = 'memory' | 'redis'
-export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis']
+/** `tiered`: Redis with the in-process tier in front of it. */
+export type StoreKind = 'memory' | 'redis' | 'tiered'
+export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis', 'tiered']
 
 /**
  * A Fastify app with the plugin registered on the given store, its own key prefix, and a teardown that closes the
@@ -14,10 +15,11 @@ export async function cachedApp (
 ): Promise<FastifyInstance> {
   const app = Fastify(server)
   const prefix = options.prefix ?? uniquePrefix('app')
-  if (kind === 'redis') {
+  if (kind !== 'memory') {
     const cleaner = await createClient(t)
     t.teardown(() => deleteByPrefix(cleaner, prefix))
-    await app.register(cache, { redis: await redisUrl(), ...options, prefix })
+    const tier = kind === 'tiered' ? { memory: {} } : {}
+    await app.register(cache, { redis: await redisUrl(), ...tier, ...options, prefix })
   } else {
     await app.register(cache, { ...options, prefix })
   }
