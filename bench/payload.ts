@@ -7,6 +7,7 @@ export const VARIANTS = {
   uncached: { letter: 'b', what: 'uncached route, 20 ms simulated query, returns the object' },
   redis: { letter: 'c', what: 'route (b) cached by the plugin, Redis store, every request a hit' },
   memory: { letter: 'd', what: 'route (b) cached by the plugin, memory store, every request a hit' },
+  tiered: { letter: 'd2', what: 'route (b) cached by the plugin, Redis with the in-process tier, every request a hit' },
   optout: { letter: 'e', what: 'route (a) on an app with the plugin and another route cached' },
   ioredis: { letter: 'f', what: 'hand-written route: one ioredis GET, sends the stored string' }
 } as const

@@ -53,7 +53,8 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
       break
     case 'redis':
     case 'memory':
-      await app.register(cache, variant === 'redis' ? { redis: redisUrl(), prefix: prefix() } : {})
+    case 'tiered':
+      await app.register(cache, variant === 'memory' ? {} : { redis: redisUrl(), prefix: prefix(), ...variant === 'tiered' ? { memory: {} } : {} })
       slowRoute(app, '/data', true)
       statsRoute(app)
       break
