@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { Redis } from 'ioredis'
 import fp from 'fastify-plugin'
 import { CircuitBreaker } from './circuit-breaker'
 import { KeyRing } from './encryption'
@@ -54,19 +55,16 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const breaker = opened.local || options.circuitBreaker === false
     ? undefined
     : new CircuitBreaker({ ...DEFAULTS.circuitBreaker, ...options.circuitBreaker })
-  let store: CacheStore = opened.local ? opened : new DeadlineStore(opened, settings.storeTimeoutMs, breaker)
-  if (client !== undefined && options.memory !== undefined) {
-    const { ttl, ...bounds } = { ...DEFAULTS.memory, ...options.memory }
-    const tiered = new TieredStore(store, { ...bounds, ttlMs: ttl * 1000 })
-    const bus = InvalidationBus.start(client, settings.prefix, log, tiered)
-    tiered.attach(bus)
-    app.addHook('onClose', () => bus.close())
-    if (!await bus.ready(settings.connectTimeoutMs)) app.log.warn('cache invalidation bus not subscribed yet; the in-process tier is bypassed until it is')
-    store = tiered
-  }
+  const remote = opened.local ? opened : new DeadlineStore(opened, settings.storeTimeoutMs, breaker)
+  const tier = client !== undefined && options.memory !== undefined
+    ? await openTier(app, remote, client, settings, options.memory, log)
+    : undefined
+  const store = tier ?? remote
   const guarded = new GuardedStore(store, log, stats, breaker)
   const inject = app.inject.bind(app)
-  const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
+  const leases = store.local || options.lease === false
+    ? undefined
+    : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease }, tier?.nextChange.bind(tier))
   const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => settings.prefix + ':e:' + id)
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
@@ -86,6 +84,20 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   })
   scheduleMaintenance(app, service, options)
   app.addHook('onClose', close)
+}
+
+/** The in-process tier in front of Redis, and its bus; registration waits a bounded time for the subscription. */
+async function openTier (
+  app: FastifyInstance, remote: CacheStore, client: Redis, settings: PluginSettings,
+  memory: NonNullable<CachePluginOptions['memory']>, log: ThrottledLog
+): Promise<TieredStore> {
+  const { ttl, ...bounds } = { ...DEFAULTS.memory, ...memory }
+  const tier = new TieredStore(remote, { ...bounds, ttlMs: ttl * 1000 })
+  const bus = InvalidationBus.start(client, settings.prefix, log, tier)
+  tier.attach(bus)
+  app.addHook('onClose', () => bus.close())
+  if (!await bus.ready(settings.connectTimeoutMs)) app.log.warn('cache invalidation bus not subscribed yet; the in-process tier is bypassed until it is')
+  return tier
 }
 
 /**

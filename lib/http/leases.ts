@@ -22,11 +22,17 @@ const RELEASE_RETRY_MS = 500
 
 /**
  * Stampede protection across instances sharing the store: the instance whose miss takes the lease (SET NX PX with a
- * random token) computes; the others poll for its entry for a bounded time, then run the handler themselves. A store
+ * random token) computes; the others poll for its entry for a bounded time (woken as soon as it is written when the
+ * in-process tier's bus is there), then run the handler themselves. A store
  * failure counts as holding the lease: the cache never stops a request from being served.
  */
 export class Leases {
-  constructor (private readonly guarded: GuardedStore, private readonly options: LeaseOptions) {}
+  constructor (
+    private readonly guarded: GuardedStore,
+    private readonly options: LeaseOptions,
+    /** Resolves after ms, or earlier when the id is known to have been written (the bus of the in-process tier says so). */
+    private readonly nextChange: (id: string, ms: number) => Promise<void> = (_, ms) => sleep(ms)
+  ) {}
 
   /** The lease's token when this instance took it; undefined when another holds it. A store failure takes it. */
   async tryAcquire (id: string): Promise<string | undefined> {
@@ -44,7 +50,7 @@ export class Leases {
     const deadline = Date.now() + this.options.waitMs
     let stamp: WriteStamp | undefined
     while (Date.now() < deadline) {
-      await sleep(POLL_MS)
+      await this.nextChange(id, POLL_MS)
       const found = await this.guarded.read('read', (store) => store.read(id, tags), undefined)
       if (found === undefined) break
       stamp = found.stamp

@@ -47,6 +47,8 @@ export class TieredStore implements CacheStore, BusListener {
   private generation = 0
   private hits = 0
   private misses = 0
+  /** Lease waiters of this instance, woken when another instance writes the id they wait for. */
+  private readonly waiters = new Map<string, Set<() => void>>()
 
   constructor (private readonly remote: CacheStore, private readonly options: LocalTierOptions) {
     this.kind = `memory+${remote.kind}`
@@ -150,13 +152,32 @@ export class TieredStore implements CacheStore, BusListener {
   apply (message: BusMessage): void {
     this.generation++
     if (message.kind === 'ids') {
-      for (const id of message.ids) this.drop(id)
+      for (const id of message.ids) {
+        this.drop(id)
+        for (const wake of [...this.waiters.get(id) ?? []]) wake()
+      }
     } else if (message.kind === 'tags') {
       for (const tag of message.tags) for (const id of [...this.byTag.get(tag) ?? []]) this.drop(id)
     } else {
       // Every held stamp carries the pattern epoch the pattern just changed: none could write back any more.
       this.reset()
     }
+  }
+
+  /** Resolves when an instance writes or drops the id, or after ms at the latest. */
+  nextChange (id: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let waiting = this.waiters.get(id)
+      if (waiting === undefined) this.waiters.set(id, waiting = new Set())
+      const wake = (): void => {
+        clearTimeout(timer)
+        waiting.delete(wake)
+        if (waiting.size === 0) this.waiters.delete(id)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      waiting.add(wake)
+    })
   }
 
   reset (): void {
