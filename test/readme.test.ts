@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import cache from '../lib/index'
-import { untilStored } from './helpers/app'
+import { until, untilStored } from './helpers/app'
 import { createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
 // Every ```ts block of the README is run here, as written, with the package import pointed at lib/.
@@ -47,12 +47,12 @@ ${body}
 }
 
 t.test('the README has the examples this test knows', async (t) => {
-  t.equal(blocks.length, 7)
+  t.equal(blocks.length, 8)
 })
 
 t.test('README examples run as written', async (t) => {
   const redis = await redisUrl()
-  const [quickStart, bypass, basics, service, invalidation, warming, withFastifyRedis] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
+  const [quickStart, bypass, basics, service, invalidation, warming, withFastifyRedis, severalInstances] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
 
   t.test('quick start: a miss, a hit, and tag invalidation by an event', async (t) => {
     const { app } = await quickStart({})
@@ -158,5 +158,26 @@ t.test('README examples run as written', async (t) => {
     t.equal((await app.cacheService.stats()).store.kind, 'redis')
     t.ok(await client.exists(`analytics:prod:e:readme:${prefix.replaceAll(':', '%3A')}`), 'the value is in that Redis')
     await app.cacheService.delete(['readme', prefix])
+  })
+
+  t.test('several instances: a tag invalidated on one is fresh on the other', async (t) => {
+    const client = await createClient(t)
+    t.teardown(() => deleteByPrefix(client, 'analytics:prod'))
+    let count = 1
+    const db = { query: async () => ({ count }) }
+    // Two instances, each built by the example as written.
+    const { app: a } = await severalInstances({ db })
+    t.teardown(() => a.close())
+    const { app: b } = await severalInstances({ db })
+    t.teardown(() => b.close())
+    const url = '/workspaces/ws1/summary'
+    await a.inject(url)
+    await untilStored(a)
+    t.same((await b.inject(url)).json(), { count: 1 })
+    t.equal((await b.inject(url)).headers['x-cache'], 'HIT')
+    t.equal((await b.cacheService.stats()).store.kind, 'memory+redis')
+    count = 2
+    await a.cacheService.invalidateTags('ws:ws1')
+    await until('the other instance serves the new count', async () => (await b.inject(url)).json().count === 2, 1000)
   })
 })
