@@ -2,24 +2,18 @@
  * The demo in example-server/: its routes on the memory store and on Redis through inject(), and the real
  * `npm start` command as a child process answering over HTTP.
  */
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import { type BuildAppOptions, type ExampleApp, buildApp } from '../example-server/app'
 import { SQL } from '../example-server/data'
 import { type CacheKey, stableHash } from '../lib/index'
-import { type Teardownable, createClient, deleteByPrefix, freePort, redisUrl, uniquePrefix } from './helpers/redis'
+import { SERVER_TEST_TIMEOUT_MS, startServer, waitForStored } from './helpers/example-server'
+import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
-const ROOT = resolve(__dirname, '..')
 const QUERY_DELAY_MS = 20
 const OVERVIEW = '/executive/overview?workspace_id=ws1&timeframe=7d'
 const OVERVIEW_KEY: CacheKey = ['exec', 'dashboard', 'ws1', '7d']
-
-const START_TIMEOUT_MS = 60_000
-const SERVER_TEST_TIMEOUT_MS = 2 * START_TIMEOUT_MS
 
 type StoreKind = 'memory' | 'redis'
 
@@ -484,69 +478,6 @@ for (const store of ['memory', 'redis'] as const) {
       t.same(response.json(), { status: 'ok', queries: 0 })
     })
   })
-}
-
-interface RunningServer {
-  base: string
-  /** Everything the server wrote so far. */
-  output: () => string
-  /** SIGTERM, then the exit code. */
-  stop: () => Promise<number | null>
-}
-
-/**
- * Runs `npm start`'s command with the given environment and waits until it has logged that it is ready and /health
- * answers. Always killed at teardown.
- */
-async function startServer (t: Teardownable, env: Record<string, string | undefined>): Promise<RunningServer> {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'example-server/server.ts'], {
-    cwd: ROOT,
-    env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
-  const running = (): boolean => child.exitCode === null && child.signalCode === null
-  t.teardown(async () => {
-    if (!running()) return
-    child.kill('SIGKILL')
-    await exited
-  })
-
-  const base = `http://127.0.0.1:${port}`
-  // tsx compiles the sources on start: seconds on a busy machine
-  const deadline = Date.now() + START_TIMEOUT_MS
-  for (;;) {
-    if (!running()) throw new Error(`the server exited before answering:\n${output}`)
-    if (Date.now() > deadline) throw new Error(`the server was not ready within ${START_TIMEOUT_MS} ms:\n${output}`)
-    // the ready line, which the tests read, is logged once listen() has resolved
-    if (output.includes('example server listening at') &&
-      await fetch(`${base}/health`).then((response) => response.ok, () => false)) break
-    await sleep(100)
-  }
-  return {
-    base,
-    output: () => output,
-    stop: async () => {
-      child.kill('SIGTERM')
-      const [code] = await exited
-      return code
-    }
-  }
-}
-
-/** Polls /cache/stats until the server has stored `count` responses. */
-async function waitForStored (base: string, count: number): Promise<void> {
-  const deadline = Date.now() + 5000
-  for (;;) {
-    const stats = await (await fetch(`${base}/cache/stats`)).json() as { stored: number }
-    if (stats.stored >= count) return
-    if (Date.now() > deadline) throw new Error(`fewer than ${count} responses stored within 5 s`)
-    await sleep(10)
-  }
 }
 
 t.test('npm start: the server answers over HTTP with the memory store', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
