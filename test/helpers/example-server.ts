@@ -75,3 +75,20 @@ export async function waitForStored (base: string, count: number): Promise<void>
     await sleep(10)
   }
 }
+
+/** Runs `npm start`'s command with the given environment until it exits by itself (a start that must fail). */
+export async function runUntilExit (env: Record<string, string | undefined>): Promise<{ code: number | null, output: string }> {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', 'tsx', 'example-server/server.ts'], {
+    cwd: ROOT,
+    env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS)
+  const [code] = await once(child, 'exit') as [number | null, NodeJS.Signals | null]
+  clearTimeout(timer)
+  return { code, output }
+}
