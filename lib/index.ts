@@ -15,6 +15,7 @@ import { CacheStats } from './stats'
 import { type WarmResult, scheduleWarming } from './warm'
 import { DeadlineStore } from './stores/deadline'
 import { openStore } from './stores/open'
+import { entryKey } from './stores/redis-layout'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -54,7 +55,7 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const guarded = new GuardedStore(store, new ThrottledLog(app.log), stats, breaker)
   const inject = app.inject.bind(app)
   const leases = store.local || options.lease === false ? undefined : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease })
-  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, settings.prefix + ':e:')
+  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => entryKey(settings.prefix, id))
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)

@@ -76,8 +76,8 @@ export class ResponseCache {
     private readonly leases: Leases | undefined,
     /** Encrypts the entries of sensitive routes; undefined when the plugin has no encryption keys. */
     private readonly keyRing: KeyRing | undefined,
-    /** `<prefix>:e:`: with the id, the entry's full Redis key, bound to its ciphertext so that it cannot be moved. */
-    private readonly entryKeyPrefix: string
+    /** An entry's full Redis key, from its id: bound to its ciphertext so that it cannot be moved. */
+    private readonly entryKey: (id: string) => string
   ) {
     this.store = guarded.store
   }
@@ -260,7 +260,7 @@ export class ResponseCache {
     if (known !== undefined) return known
     try {
       if (KeyRing.isEncrypted(bytes)) {
-        const plain = this.keyRing?.decrypt(bytes, this.entryKeyPrefix + id)
+        const plain = this.keyRing?.decrypt(bytes, this.entryKey(id))
         if (plain === undefined) throw new FST_CACHE_CORRUPT_ENTRY('cannot be decrypted with the configured keys')
         return decodeEntry(plain)
       }
@@ -352,7 +352,7 @@ export class ResponseCache {
     const stamp = state.stamp
     if (stamp === undefined) return false
     const plain = encodeEntry(entry)
-    const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKeyPrefix + state.id) : plain
+    const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain
     try {
       // Kept past its freshness for as long as a stale copy may still be served.
       const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
