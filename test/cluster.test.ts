@@ -132,6 +132,27 @@ t.test('on a Redis Cluster', async (t) => {
     t.equal(await store.get(''), null)
   })
 
+  await t.test('cleanup() walks every master: keys without a TTL and dangling tag-set members go', async (t) => {
+    const { store, prefix } = fixture(t, 'cluster-cleanup')
+    const ids = Array.from({ length: 12 }, (_, i) => keyId(['c', String(i)]))
+    for (const id of ids) await store.set(id, Buffer.from('x'.repeat(10)), { ttlMs: LONG_MS, tags: [tagId('c')] })
+    // Planted without a TTL, on keys that hash to all three masters.
+    const orphans = Array.from({ length: 12 }, (_, i) => `${prefix}:e:{orphan-${i}}`)
+    const masters = new Set<number>()
+    for (const orphan of orphans) {
+      await client.set(orphan, 'left behind')
+      masters.add(await cluster.masterOfSlot(await slotOf(orphan)))
+    }
+    t.equal(masters.size, 3, 'the planted keys are on all three masters')
+    await client.sadd(`${prefix}:t:{${tagId('c')}}`, `${prefix}:e:{gone}`)
+    const report = await store.cleanup()
+    t.equal(report.removedWithoutTtl, orphans.length, 'every key without a TTL, whichever master holds it')
+    t.equal(report.removedDangling, 1, 'the dangling member')
+    t.equal(report.entries, ids.length, 'the entries of every master are counted')
+    for (const orphan of orphans) t.equal(await client.exists(orphan), 0)
+    for (const id of ids) t.equal(await store.exists(id), true, `${id} survives`)
+  })
+
   async function app (t: tap.Test, prefix: string, options: CachePluginOptions = {}): Promise<FastifyInstance> {
     const app = Fastify()
     await app.register(cache, { redis: { cluster: cluster.startupNodes }, prefix, ...options })
