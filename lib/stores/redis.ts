@@ -57,15 +57,22 @@ export class RedisStore implements CacheStore {
 
   async read (id: string, tags: readonly string[]): Promise<StoreRead> {
     const layout = this.layout
-    const part = newTokenPart()
-    const fresh = part + '.' + part
     const [entryReply, epoch, ...tokens] = await batch(this.client, [
       { script: readEntry, keys: [layout.entry(id), layout.tombstone(id), layout.lease(id)], args: [] },
       { command: 'get', args: [layout.epochKey] },
-      ...tags.map((tag): Call => ({ script: token, keys: [layout.token(tag)], args: [fresh, INVALIDATION_WINDOW_MS] }))
+      ...tags.map((tag): Call => ({ command: 'get', args: [layout.token(tag)] }))
     ])
     const [raw, wrongType, tombstone, leased, pttl] = entryReply as [Buffer | null, number, Buffer, number, number]
-    const captured = tags.map((tag, i) => [tag, String(tokens[i])] as const)
+    // A tag without a token record (never used, expired or evicted) gets one now, rarely: the stamp must capture a
+    // definite token, which any later invalidation changes.
+    const absent = tags.flatMap((_, i) => tokens[i] === null ? [i] : [])
+    if (absent.length > 0) {
+      const part = newTokenPart()
+      const created = await batch(this.client, absent.map((i): Call =>
+        ({ script: token, keys: [layout.token(tags[i] ?? '')], args: [part + '.' + part, INVALIDATION_WINDOW_MS] })))
+      absent.forEach((i, n) => { tokens[i] = created[n] })
+    }
+    const captured = tags.map((tag, i) => [tag, text(tokens[i])] as const)
     const header = raw === null || wrongType === 1 ? undefined : parseHeader(raw)
     const stamp: WriteStamp = { tombstone: tombstone.toString(), epoch: text(epoch), version: header?.version ?? '', tags: captured }
     const corrupt = wrongType === 1 || (raw !== null && header === undefined)
