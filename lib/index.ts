@@ -106,7 +106,7 @@ function scheduleMaintenance (app: FastifyInstance, service: CacheService, optio
 
 export default fp(responseCache, { fastify: '5.x', name: 'fastify-response-cache' })
 export { responseCache }
-export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase } from './options'
+export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase, RedisClusterOptions } from './options'
 export type { CacheService, SetOptions, InvalidateTagsOptions } from './service'
 export type { WarmTarget, WarmOptions, WarmResult, WarmProgress } from './warm'
 export type { CachedOptions, CachedFunction } from './cached'

@@ -13,6 +13,7 @@ import cache, {
   type CacheStatsSnapshot,
   type KeyBuilder,
   type LookupPhase,
+  type RedisClusterOptions,
   type RouteCacheOptions,
   type SetOptions,
   FST_CACHE_INVALID_OPTION,
@@ -55,7 +56,7 @@ export async function typeChecks (redisClient: Redis, clusterClient: Cluster): P
   await app.register(cache, { redis: clusterClient })
   await app.register(cache, { redis: { cluster: ['127.0.0.1:7000', { host: '127.0.0.1', port: 7001 }] } })
   await app.register(cache, { redis: { cluster: ['127.0.0.1:7000'], options: { scaleReads: 'master', redisOptions: { password: 'x' } } } })
-  const clusterOption: CachePluginOptions['redis'] = { cluster: [{ host: 'redis-0', port: 6379 }] }
+  const clusterOption: RedisClusterOptions = { cluster: [{ host: 'redis-0', port: 6379 }] }
   expectType<CachePluginOptions['redis']>(clusterOption)
   // @ts-expect-error cluster nodes are host:port strings or { host, port }, not bare ports
   await app.register(cache, { redis: { cluster: [7000] } })
