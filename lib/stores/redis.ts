@@ -304,7 +304,11 @@ export class RedisStore implements CacheStore {
 
   /** The nodes holding the data: every master of a cluster, or the one server. */
   private masters (): Redis[] {
-    return isCluster(this.client) ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    if (!isCluster(this.client)) return [this.client as Redis]
+    const masters = (this.client as Cluster).nodes('master')
+    // Before the client knows the cluster's nodes, a SCAN of "every master" would silently scan none.
+    if (masters.length === 0) throw new Error('no Redis Cluster master is known yet')
+    return masters
   }
 
   /** SCAN on every master, in batches; `visit` gets the node each batch came from, to act on it directly. */
