@@ -4,18 +4,24 @@
  * buildApp() returns the app without listening, so that tests can use inject(); server.ts makes it listen.
  */
 import { type Static, Type } from '@sinclair/typebox'
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import cache, { type CachedFunction, stableHash } from '../lib/index'
 import { AnalyticsDatabase, type QueryRow, SQL, workspaceOfAgent } from './data'
 
 export interface BuildAppOptions {
   /** A redis:// URL; the in-memory store when omitted. */
   redisUrl?: string
-  logger?: boolean
+  /** Fastify's logger option: false (the default), true, or logger options (tests pass a stream). */
+  logger?: FastifyServerOptions['logger']
   /** How long each query of the data source takes; 150 ms by default. */
   queryDelayMs?: number
   /** Namespace of the cache keys, `example` by default; tests give each app its own. */
   prefix?: string
+  /**
+   * Keys that encrypt the entries of the sensitive route (`/users/:userId/profile`): base64 of 32 random bytes each,
+   * newest first (server.ts reads them from CACHE_ENCRYPTION_KEYS). Without any, that route is served uncached.
+   */
+  encryptionKeys?: string[]
 }
 
 /** The specification's execute_query_cached: a query's rows, cached by its statement and parameters. */
@@ -26,6 +32,9 @@ export type ExecuteQueryCached = CachedFunction<[sql: string, params: unknown[]]
  * that they can invalidate one of its entries.
  */
 export type ExampleApp = FastifyInstance & { readonly db: AnalyticsDatabase, readonly executeQueryCached: ExecuteQueryCached }
+
+/** The sensitive route: per-user personal data. */
+export const PROFILE_ROUTE = '/users/:userId/profile'
 
 // TTLs of the specification's key strategy.
 const TTL_SHORT = 60
@@ -93,10 +102,18 @@ export async function buildApp (options: BuildAppOptions = {}): Promise<ExampleA
   const db = new AnalyticsDatabase({ queryDelayMs: options.queryDelayMs })
   app.decorate('db', db)
 
+  const encryptionKeys = options.encryptionKeys ?? []
+  const encrypted = encryptionKeys.length > 0
   await app.register(cache, {
     prefix: options.prefix ?? 'example',
-    ...(options.redisUrl === undefined ? {} : { redis: options.redisUrl })
+    ...(options.redisUrl === undefined ? {} : { redis: options.redisUrl }),
+    ...(encrypted ? { encryption: { keys: encryptionKeys } } : {})
   })
+  // The plugin refuses a sensitive route without keys. Personal data must never reach the cache in plaintext, so
+  // without keys the route is not cached at all (slower, never less safe), and the log says so once.
+  if (!encrypted) {
+    app.log.warn({ routes: [PROFILE_ROUTE] }, 'no cache encryption keys (CACHE_ENCRYPTION_KEYS): sensitive routes are served uncached')
+  }
 
   // The specification's execute_query_cached: rows cached by a hash of the statement and its parameters. Every query
   // db.query() answers takes the workspace as $1, so the entries carry its tag and a write to the workspace (an
@@ -174,6 +191,27 @@ export async function buildApp (options: BuildAppOptions = {}): Promise<ExampleA
   }, async (request) => {
     const activity = await db.userActivity(request.params.userId, request.query.date)
     return { ...activity, cached_at: new Date().toISOString() }
+  })
+
+  // Personal data: with keys, its entries are AES-256-GCM ciphertext in Redis; `private, no-store` keeps browsers and
+  // shared caches downstream from storing it. The user is in the key, so one user's entry is never another's.
+  app.get<{ Params: UserParams }>(PROFILE_ROUTE, {
+    schema: { params: UserParamsSchema },
+    config: {
+      cache: encrypted
+        ? {
+            sensitive: true,
+            key: (request) => ['user', 'profile', userIdOf(request)],
+            ttl: TTL_MEDIUM,
+            tags: (request) => [`user:${userIdOf(request)}`],
+            cacheControl: 'private, no-store'
+          }
+        : false
+    }
+  }, async (request, reply) => {
+    const profile = await db.userProfile(request.params.userId)
+    if (!encrypted) reply.header('cache-control', 'private, no-store')
+    return { ...profile, cached_at: new Date().toISOString() }
   })
 
   // Not route-cached: the count is cached by executeQueryCached, for TTL_SHORT seconds or until the workspace changes.

@@ -85,6 +85,19 @@ export interface UserActivity {
   workspaces: Array<{ workspace_id: string, events: number }>
 }
 
+/**
+ * What the demo treats as personal data: the user's contact address and where they work. Served by a `sensitive`
+ * route, so that its cache entries are encrypted at rest.
+ */
+export interface UserProfile {
+  user_id: string
+  email: string
+  /** Workspaces the user has activity in, sorted. */
+  workspaces: string[]
+  /** The latest day with activity (YYYY-MM-DD), or null. */
+  last_active: string | null
+}
+
 /** A row as the query dispatcher returns it. */
 export type QueryRow = Record<string, string | number>
 
@@ -208,6 +221,19 @@ export class AnalyticsDatabase {
       events: events.length,
       workspaces: Array.from(perWorkspace, ([workspaceId, count]) => ({ workspace_id: workspaceId, events: count }))
     }
+  }
+
+  /** A user's profile; every user id has one (the demo has no user table), with the activity recorded so far. */
+  async userProfile (userId: string): Promise<UserProfile> {
+    await this.roundTrip('query')
+    const days = this.activity.get(userId) ?? new Map<string, UserActivityEvent[]>()
+    const workspaces = new Set<string>()
+    let lastActive: string | null = null
+    for (const [date, events] of days) {
+      for (const event of events) workspaces.add(event.workspaceId)
+      if (events.length > 0 && (lastActive === null || date > lastActive)) lastActive = date
+    }
+    return { user_id: userId, email: `${userId}@users.example`, workspaces: [...workspaces].sort(), last_active: lastActive }
   }
 
   /**

@@ -1,6 +1,9 @@
 /**
  * Starts the demo: `npm start`. The in-memory store by default; Redis when REDIS_URL is set.
  * Listens on PORT (3000) and HOST (127.0.0.1).
+ * CACHE_ENCRYPTION_KEYS: comma-separated keys (base64 of 32 random bytes, `openssl rand -base64 32`), newest first,
+ * that encrypt the cache entries of the sensitive route; without it, that route is served uncached. Keys come from
+ * the environment (or a secret manager), never from source, and are never logged.
  */
 import { buildApp } from './app'
 
@@ -22,12 +25,18 @@ function redacted (url: string): string {
   }
 }
 
+/** The keys in CACHE_ENCRYPTION_KEYS, newest first; blanks around commas are ignored. The plugin validates them. */
+function encryptionKeysFrom (value: string | undefined): string[] {
+  return (value ?? '').split(',').map((key) => key.trim()).filter((key) => key !== '')
+}
+
 async function main (): Promise<void> {
   const port = portFrom(process.env['PORT'])
   const host = process.env['HOST'] || '127.0.0.1'
   const redisUrl = process.env['REDIS_URL'] || undefined
+  const encryptionKeys = encryptionKeysFrom(process.env['CACHE_ENCRYPTION_KEYS'])
 
-  const app = await buildApp({ redisUrl, logger: true })
+  const app = await buildApp({ redisUrl, encryptionKeys, logger: true })
   let closing = false
   const shutdown = (signal: NodeJS.Signals): void => {
     if (closing) return
@@ -44,7 +53,13 @@ async function main (): Promise<void> {
   const address = await app.listen({ port, host })
   const { store } = await app.cacheService.stats()
   app.log.info(
-    { address, store: store.kind, ...(redisUrl === undefined ? {} : { redis: redacted(redisUrl) }) },
+    {
+      address,
+      store: store.kind,
+      ...(redisUrl === undefined ? {} : { redis: redacted(redisUrl) }),
+      // how many keys, never the keys
+      sensitiveRoutes: encryptionKeys.length > 0 ? `encrypted (${encryptionKeys.length} key${encryptionKeys.length === 1 ? '' : 's'})` : 'uncached'
+    },
     `example server listening at ${address}, caching in ${redisUrl === undefined ? 'memory' : 'redis'}`
   )
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import fp from 'fastify-plugin'
 import { CircuitBreaker } from './circuit-breaker'
 import { KeyRing } from './encryption'
@@ -19,6 +19,7 @@ import { openStore } from './stores/open'
 import type { CacheStore } from './stores/store'
 import { TieredStore } from './stores/tiered'
 import { InvalidationBus } from './bus'
+import { entryKey } from './stores/redis-layout'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -65,7 +66,7 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const leases = store.local || options.lease === false
     ? undefined
     : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease }, tier?.nextChange.bind(tier))
-  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => settings.prefix + ':e:' + id)
+  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => entryKey(settings.prefix, id))
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)
@@ -88,7 +89,7 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
 
 /** The in-process tier in front of Redis, and its bus; registration waits a bounded time for the subscription. */
 async function openTier (
-  app: FastifyInstance, remote: CacheStore, client: Redis, settings: PluginSettings,
+  app: FastifyInstance, remote: CacheStore, client: Redis | Cluster, settings: PluginSettings,
   memory: NonNullable<CachePluginOptions['memory']>, log: ThrottledLog
 ): Promise<TieredStore> {
   const { ttl, ...bounds } = { ...DEFAULTS.memory, ...memory }
@@ -130,7 +131,7 @@ function scheduleMaintenance (app: FastifyInstance, service: CacheService, optio
 
 export default fp(responseCache, { fastify: '5.x', name: 'fastify-response-cache' })
 export { responseCache }
-export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase } from './options'
+export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase, RedisClusterOptions } from './options'
 export type { CacheService, SetOptions, InvalidateTagsOptions } from './service'
 export type { WarmTarget, WarmOptions, WarmResult, WarmProgress } from './warm'
 export type { CachedOptions, CachedFunction } from './cached'

@@ -1,7 +1,7 @@
 import { Type, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { Redis, RedisOptions } from 'ioredis'
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { FST_CACHE_INVALID_OPTION } from './errors'
 import type { CacheKey } from './keys'
 import type { EncryptionOptions } from './encryption'
@@ -31,9 +31,20 @@ export interface CacheBehaviourOptions {
   sensitive?: boolean
 }
 
+/** A Redis Cluster for the plugin to connect to: some of its nodes (the rest are discovered), and ioredis options. */
+export interface RedisClusterOptions {
+  /** Startup nodes: `host:port` strings or `{ host, port }`. */
+  cluster: Array<string | { host: string, port: number }>
+  /** ioredis Cluster options; those of each node's connection go in `redisOptions`. */
+  options?: ClusterOptions
+}
+
 export interface CachePluginOptions extends CacheBehaviourOptions {
-  /** A redis:// URL, ioredis options, or a client (never closed by the plugin). Default: `app.redis`, else memory. */
-  redis?: string | RedisOptions | Redis
+  /**
+   * A redis:// URL, ioredis options, a client or a Cluster client (never closed by the plugin), or `{ cluster }` for
+   * the plugin to connect to a Redis Cluster. Default: `app.redis`, else memory.
+   */
+  redis?: string | RedisOptions | Redis | Cluster | RedisClusterOptions
   /** Namespace of every key, e.g. `analytics:prod`. */
   prefix?: string
   /** Milliseconds a store call may take before the request goes on uncached. */
@@ -153,6 +164,15 @@ export const PluginOptionsSchema = Type.Object({
     failures: Type.Optional(Type.Integer({ minimum: 1 })),
     cooldownMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 600000 }))
   }, { additionalProperties: false })]))
+}, { additionalProperties: false })
+
+/** Checked by openStore when `redis` is a `{ cluster }` object rather than a client. */
+export const RedisClusterSchema = Type.Object({
+  cluster: Type.Array(Type.Union([
+    Type.String({ minLength: 1 }),
+    Type.Object({ host: Type.String({ minLength: 1 }), port: Type.Integer({ minimum: 1, maximum: 65535 }) })
+  ]), { minItems: 1 }),
+  options: Type.Optional(Type.Object({}))
 }, { additionalProperties: false })
 
 const KeyPartSchema = Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null(), Type.Undefined(), Type.BigInt()])

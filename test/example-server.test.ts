@@ -2,24 +2,20 @@
  * The demo in example-server/: its routes on the memory store and on Redis through inject(), and the real
  * `npm start` command as a child process answering over HTTP.
  */
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { resolve } from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { LightMyRequestResponse } from 'fastify'
 import t from 'tap'
-import { type BuildAppOptions, type ExampleApp, buildApp } from '../example-server/app'
+import { type BuildAppOptions, type ExampleApp, PROFILE_ROUTE, buildApp } from '../example-server/app'
 import { SQL } from '../example-server/data'
 import { type CacheKey, stableHash } from '../lib/index'
-import { type Teardownable, createClient, deleteByPrefix, freePort, redisUrl, uniquePrefix } from './helpers/redis'
+import { SERVER_TEST_TIMEOUT_MS, runUntilExit, startServer, waitForStored } from './helpers/example-server'
+import type { Redis } from 'ioredis'
+import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
-const ROOT = resolve(__dirname, '..')
 const QUERY_DELAY_MS = 20
 const OVERVIEW = '/executive/overview?workspace_id=ws1&timeframe=7d'
 const OVERVIEW_KEY: CacheKey = ['exec', 'dashboard', 'ws1', '7d']
-
-const START_TIMEOUT_MS = 60_000
-const SERVER_TEST_TIMEOUT_MS = 2 * START_TIMEOUT_MS
 
 type StoreKind = 'memory' | 'redis'
 
@@ -65,8 +61,8 @@ const RUN_EVENT = '/events/agent-run-completed'
 const ACTIVITY_EVENT = '/events/user-activity'
 
 /** The app on the given store; on Redis under a key prefix of its own, deleted when the test ends. */
-async function build (t: Teardownable, store: StoreKind): Promise<ExampleApp> {
-  const options: BuildAppOptions = { queryDelayMs: QUERY_DELAY_MS }
+async function build (t: Teardownable, store: StoreKind, extra: BuildAppOptions = {}): Promise<ExampleApp> {
+  const options: BuildAppOptions = { queryDelayMs: QUERY_DELAY_MS, ...extra }
   if (store === 'memory') {
     const app = await buildApp(options)
     t.teardown(() => app.close())
@@ -486,74 +482,113 @@ for (const store of ['memory', 'redis'] as const) {
   })
 }
 
-interface RunningServer {
-  base: string
-  /** Everything the server wrote so far. */
-  output: () => string
-  /** SIGTERM, then the exit code. */
-  stop: () => Promise<number | null>
+interface Profile {
+  user_id: string
+  email: string
+  workspaces: string[]
+  last_active: string | null
+  cached_at: string
 }
+
+/** A fresh key, as `openssl rand -base64 32` makes: keys are made at test time, never kept in the repository. */
+const freshKey = (): string => randomBytes(32).toString('base64')
 
 /**
- * Runs `npm start`'s command with the given environment and waits until it has logged that it is ready and /health
- * answers. Always killed at teardown.
+ * Every value stored under keys matching `match`, as Redis holds them (strings, and the members of sets): whatever
+ * the store's layout, plaintext of a response would show in here.
  */
-async function startServer (t: Teardownable, env: Record<string, string | undefined>): Promise<RunningServer> {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'example-server/server.ts'], {
-    cwd: ROOT,
-    env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
-  const running = (): boolean => child.exitCode === null && child.signalCode === null
-  t.teardown(async () => {
-    if (!running()) return
-    child.kill('SIGKILL')
-    await exited
-  })
-
-  const base = `http://127.0.0.1:${port}`
-  // tsx compiles the sources on start: seconds on a busy machine
-  const deadline = Date.now() + START_TIMEOUT_MS
-  for (;;) {
-    if (!running()) throw new Error(`the server exited before answering:\n${output}`)
-    if (Date.now() > deadline) throw new Error(`the server was not ready within ${START_TIMEOUT_MS} ms:\n${output}`)
-    // the ready line, which the tests read, is logged once listen() has resolved
-    if (output.includes('example server listening at') &&
-      await fetch(`${base}/health`).then((response) => response.ok, () => false)) break
-    await sleep(100)
-  }
-  return {
-    base,
-    output: () => output,
-    stop: async () => {
-      child.kill('SIGTERM')
-      const [code] = await exited
-      return code
+async function rawValues (client: Redis, match: string): Promise<Buffer> {
+  const values: Buffer[] = []
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+    cursor = next
+    for (const key of keys) {
+      const type = await client.type(key)
+      if (type === 'string') values.push(await client.getBuffer(key) ?? Buffer.alloc(0))
+      else if (type === 'set') values.push(...await client.smembersBuffer(key))
+      else if (type === 'hash') values.push(...Object.values(await client.hgetallBuffer(key)))
     }
-  }
+  } while (cursor !== '0')
+  return Buffer.concat(values)
 }
 
-/** Polls /cache/stats until the server has stored `count` responses. */
-async function waitForStored (base: string, count: number): Promise<void> {
-  const deadline = Date.now() + 5000
-  for (;;) {
-    const stats = await (await fetch(`${base}/cache/stats`)).json() as { stored: number }
-    if (stats.stored >= count) return
-    if (Date.now() > deadline) throw new Error(`fewer than ${count} responses stored within 5 s`)
-    await sleep(10)
+t.test('the sensitive profile route', async (t) => {
+  for (const store of ['memory', 'redis'] as const) {
+    t.test(`with encryption keys (${store}): cached per user, and refreshed by the user's activity`, async (t) => {
+      const app = await build(t, store, { encryptionKeys: [freshKey(), freshKey()] })
+      const first = await app.inject('/users/u7/profile')
+      t.equal(first.statusCode, 200)
+      t.equal(first.headers['x-cache'], 'MISS')
+      t.equal(first.headers['cache-control'], 'private, no-store', 'nothing downstream may store personal data')
+      t.match(first.json<Profile>(), { user_id: 'u7', email: 'u7@users.example', workspaces: [], last_active: null })
+      await waitUntilStored(app, ['user', 'profile', 'u7'])
+      const second = await app.inject('/users/u7/profile')
+      t.equal(second.headers['x-cache'], 'HIT')
+      t.equal(second.headers['cache-control'], 'private, no-store')
+      t.equal(second.body, first.body)
+      const other = await app.inject('/users/u8/profile')
+      t.equal(other.headers['x-cache'], 'MISS', 'another user has an entry of their own')
+      t.equal(other.json<Profile>().email, 'u8@users.example')
+      t.equal(app.db.queries, 2)
+
+      t.equal((await post(app, ACTIVITY_EVENT, { user_id: 'u7', workspace_id: 'ws2', date: '2024-05-01' })).statusCode, 201)
+      const after = await app.inject('/users/u7/profile')
+      t.equal(after.headers['x-cache'], 'MISS', 'the activity event invalidated the user tag')
+      t.match(after.json<Profile>(), { workspaces: ['ws2'], last_active: '2024-05-01' })
+    })
   }
-}
+
+  t.test('with encryption keys, Redis holds no plaintext of the profile (and does of a non-sensitive route)', async (t) => {
+    const prefix = uniquePrefix('example-server-sensitive')
+    const client = await createClient(t)
+    const app = await buildApp({ queryDelayMs: QUERY_DELAY_MS, redisUrl: await redisUrl(), prefix, encryptionKeys: [freshKey()] })
+    t.teardown(async () => {
+      await app.close()
+      await deleteByPrefix(client, prefix)
+    })
+    const profile = await app.inject('/users/u7/profile')
+    const activity = await app.inject('/users/u7/activity?date=2024-05-01')
+    await waitUntilStored(app, ['user', 'profile', 'u7'])
+    await waitUntilStored(app, ['user', 'activity', 'u7', '2024-05-01'])
+    t.equal((await app.inject('/users/u7/profile')).headers['x-cache'], 'HIT', 'the encrypted entry decrypts')
+
+    const stored = await rawValues(client, `${prefix}:*`)
+    const cachedAt = (body: string): string => (JSON.parse(body) as { cached_at: string }).cached_at
+    // the control: a plain entry shows its body, so the search below can find plaintext where there is some
+    t.ok(stored.includes(cachedAt(activity.body)), 'the non-sensitive entry is stored as it was sent')
+    for (const plaintext of ['u7@users.example', cachedAt(profile.body), '"last_active"']) {
+      t.notOk(stored.includes(plaintext), `no ${JSON.stringify(plaintext)} in Redis`)
+    }
+  })
+
+  t.test('without keys: served uncached, never stored, and the app says once at start why', async (t) => {
+    const lines: Array<{ level: number, msg: string, routes?: string[] }> = []
+    const app = await build(t, 'redis', { logger: { level: 'info', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } })
+    for (let i = 0; i < 2; i++) {
+      const response = await app.inject('/users/u7/profile')
+      t.equal(response.statusCode, 200)
+      t.equal(response.headers['x-cache'], undefined, 'the route is not cached at all')
+      t.equal(response.headers['cache-control'], 'private, no-store')
+      t.equal(response.json<Profile>().email, 'u7@users.example')
+    }
+    t.equal(app.db.queries, 2, 'each request ran the query')
+    await sleep(50)
+    t.notOk(await app.cacheService.exists(['user', 'profile', 'u7']))
+    const warnings = lines.filter((line) => line.msg.includes('sensitive routes are served uncached'))
+    t.equal(warnings.length, 1, 'logged once')
+    t.match(warnings[0], { level: 40, routes: [PROFILE_ROUTE] })
+  })
+})
 
 t.test('npm start: the server answers over HTTP with the memory store', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
   const env: Record<string, string | undefined> = { ...process.env }
   delete env['REDIS_URL']
+  delete env['CACHE_ENCRYPTION_KEYS']
   const server = await startServer(t, env)
   t.match(server.output(), `example server listening at ${server.base}, caching in memory`)
+  t.match(server.output(), '"sensitiveRoutes":"uncached"')
+  t.equal(server.output().split('sensitive routes are served uncached').length - 1, 1, 'without keys, one warning at start')
 
   const first = await fetch(`${server.base}${OVERVIEW}`)
   t.equal(first.status, 200)
@@ -564,19 +599,28 @@ t.test('npm start: the server answers over HTTP with the memory store', { timeou
   t.equal(second.headers.get('x-cache'), 'HIT')
   t.equal(await second.text(), body)
   t.same(await (await fetch(`${server.base}/health`)).json(), { status: 'ok', queries: 1 })
+  for (let i = 0; i < 2; i++) {
+    const profile = await fetch(`${server.base}/users/u7/profile`)
+    t.equal(profile.status, 200)
+    t.equal(profile.headers.get('x-cache'), null, 'the sensitive route is not cached without keys')
+  }
+  t.same(await (await fetch(`${server.base}/health`)).json(), { status: 'ok', queries: 3 })
 
   t.equal(await server.stop(), 0, 'SIGTERM closes the app and exits cleanly')
   t.match(server.output(), '"signal":"SIGTERM"')
 })
 
-t.test('npm start: the server uses Redis when REDIS_URL is set', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
+t.test('npm start: with REDIS_URL the server uses Redis; with CACHE_ENCRYPTION_KEYS it caches the sensitive route encrypted', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
   const url = await redisUrl()
-  const server = await startServer(t, { ...process.env, REDIS_URL: url })
+  const keys = [freshKey(), freshKey()]
+  const server = await startServer(t, { ...process.env, REDIS_URL: url, CACHE_ENCRYPTION_KEYS: ` ${keys[0]} , ${keys[1]}` })
   t.match(server.output(), 'caching in redis')
   t.match(server.output(), '"store":"redis"')
+  t.match(server.output(), '"sensitiveRoutes":"encrypted (2 keys)"')
+  t.notMatch(server.output(), 'sensitive routes are served uncached')
 
   // The demo's prefix is shared with anyone running `npm start` on this Redis: start from a known state, and leave
-  // the entry behind no more than a failed run would.
+  // the entries behind no more than a failed run would.
   const path = '/executive/overview?workspace_id=ws3&timeframe=90d'
   const invalidate = async (body: { keys?: string[], tags?: string[] }): Promise<void> => {
     const response = await fetch(`${server.base}/cache/invalidate`, {
@@ -591,5 +635,37 @@ t.test('npm start: the server uses Redis when REDIS_URL is set', { timeout: SERV
   await waitForStored(server.base, 1)
   t.equal((await fetch(`${server.base}${path}`)).headers.get('x-cache'), 'HIT')
   await invalidate({ tags: ['ws:ws3'] }) // the entry and its tag set
+
+  // a user of this run only, so that the search below sees this run's entries
+  const userId = `u-${randomBytes(6).toString('hex')}`
+  const first = await fetch(`${server.base}/users/${userId}/profile`)
+  t.equal(first.headers.get('x-cache'), 'MISS')
+  const body = await first.text()
+  await waitForStored(server.base, 2)
+  const second = await fetch(`${server.base}/users/${userId}/profile`)
+  t.equal(second.headers.get('x-cache'), 'HIT')
+  t.equal(await second.text(), body)
+  const client = await createClient(t)
+  const stored = await rawValues(client, `example:*${userId}*`)
+  t.ok(stored.length > 0, 'the entry is in Redis')
+  t.notOk(stored.includes(`${userId}@users.example`), 'as ciphertext: no email')
+  t.notOk(stored.includes((JSON.parse(body) as Profile).cached_at), 'no other part of the body either')
+  await invalidate({ tags: [`user:${userId}`] })
+
   t.equal(await server.stop(), 0)
+  for (const key of keys) t.notMatch(server.output(), key, 'the keys are never logged')
+})
+
+t.test('npm start: a bad key in CACHE_ENCRYPTION_KEYS stops the start, and the error never shows it', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
+  const env: Record<string, string | undefined> = { ...process.env }
+  delete env['REDIS_URL']
+  const short = randomBytes(24).toString('base64') // 24 bytes: not an AES-256 key
+  const good = freshKey()
+  const { code, output } = await runUntilExit({ ...env, CACHE_ENCRYPTION_KEYS: `${good},${short}` })
+  t.equal(code, 1)
+  t.match(output, 'FST_CACHE_INVALID_OPTION')
+  t.match(output, 'encryption.keys.1')
+  t.notMatch(output, short)
+  t.notMatch(output, good)
+  t.notMatch(output, 'example server listening')
 })

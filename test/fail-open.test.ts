@@ -96,8 +96,8 @@ t.test('a corrupt entry is a miss, is counted, and is replaced', async (t) => {
   app.get('/page', { config: { cache: { key: 'page' } } }, async () => ({ calls: ++calls }))
   await app.inject('/page')
   await untilStored(app)
-  const key = `${prefix}:e:page`
-  t.ok(await client.exists(key), 'the entry lives at <prefix>:e:<key>')
+  const key = `${prefix}:e:{page}`
+  t.ok(await client.exists(key), 'the entry lives at <prefix>:e:{<key>}')
   // Bytes without the store's header line, then a header line followed by a broken HTTP envelope.
   for (const garbage of [Buffer.from('not an entry'), Buffer.from([0x0a, 0x48, 1, 0, 0, 0, 99, 123])]) {
     await client.set(key, garbage)

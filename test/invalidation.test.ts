@@ -86,8 +86,8 @@ t.test('redis: an evicted tag record never makes an invalidated entry fresh agai
   await app.cacheService.set('page', 'soft-invalidated', { tags: ['ws:1'] })
   await app.cacheService.invalidateTags('ws:1', { soft: true })
   // Eviction under maxmemory, simulated: the tag's token record disappears while the stale entry stays.
-  t.equal(await client.del(`${prefix}:g:${tagId('ws:1')}`), 1)
-  t.ok(await client.exists(`${prefix}:e:${keyId('page')}`), 'the entry bytes are still in Redis')
+  t.equal(await client.del(`${prefix}:g:{${tagId('ws:1')}}`), 1)
+  t.ok(await client.exists(`${prefix}:e:{${keyId('page')}}`), 'the entry bytes are still in Redis')
   t.equal(await app.cacheService.get('page'), undefined, 'it reads as a miss, not as fresh')
   t.equal(await app.cacheService.exists('page'), false)
   await app.cacheService.set('page', 'new', { tags: ['ws:1'] })

@@ -365,7 +365,7 @@ t.test('redis: cacheService.cleanup()', async (t) => {
     const { app, client, prefix, entryKeys, bytes } = await setup(t)
     const other = uniquePrefix('maint-cleanup-other')
     t.teardown(() => deleteByPrefix(client, other))
-    const tagSet = `${prefix}:t:real`
+    const tagSet = `${prefix}:t:{real}`
     const members = (await client.smembers(tagSet)).sort()
     t.equal(members.length, 2, 'the real tag set holds the page and k1')
 

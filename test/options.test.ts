@@ -220,7 +220,7 @@ t.test('with @fastify/redis registered first, the plugin uses app.redis and does
 
   t.equal((await app.inject('/x')).headers['x-cache'], 'MISS')
   await untilStored(app, 1, 3000)
-  t.equal(await client.exists(`${prefix}:e:the-key`), 1, "the entry is in app.redis's Redis under the prefix")
+  t.equal(await client.exists(`${prefix}:e:{the-key}`), 1, "the entry is in app.redis's Redis under the prefix")
   t.equal((await app.cacheService.stats()).store.kind, 'redis', 'the store is Redis, not memory')
   const hit = await app.inject('/x')
   t.equal(hit.headers['x-cache'], 'HIT')

@@ -156,7 +156,7 @@ t.test('README examples run as written', async (t) => {
     t.teardown(() => deleteByPrefix(client, prefix))
     await app.cacheService.set(['readme', prefix], 1)
     t.equal((await app.cacheService.stats()).store.kind, 'redis')
-    t.ok(await client.exists(`analytics:prod:e:readme:${prefix.replaceAll(':', '%3A')}`), 'the value is in that Redis')
+    t.ok(await client.exists(`analytics:prod:e:{readme:${prefix.replaceAll(':', '%3A')}}`), 'the value is in that Redis')
     await app.cacheService.delete(['readme', prefix])
   })
 

@@ -442,7 +442,7 @@ t.test('7. evictions (allkeys-lru): invalidateTags still makes every tagged entr
     survivors.push(`again:${i}`)
   }
   t.ok(await service.get('again:0') !== undefined, 'new entries of the tag are cached')
-  t.equal(await raw.del(`${fa.prefix}:g:fleet`), 1, 'the tag\'s token record is dropped, as an eviction would')
+  t.equal(await raw.del(`${fa.prefix}:g:{fleet}`), 1, 'the tag\'s token record is dropped, as an eviction would')
   await set('newcomer', { n: 1 })
   t.ok(await service.get('newcomer') !== undefined, 'a write after the loss gets a new token')
   let revived = 0
@@ -493,7 +493,7 @@ t.test('8b. the circuit opens while a miss is computed: the lease it leaves behi
   const leases = async (): Promise<string[]> => (await raw.scan('0', 'MATCH', `${fa.prefix}:l:*`, 'COUNT', 1000))[1]
   // A deterministic store error, standing in for the dropped connection or timeout that opens the circuit in test 8
   // (a timeout will not do: the late reply of a timed-out call counts as a success and closes the circuit again).
-  await raw.rpush(`${fa.prefix}:e:failing-probe`, 'not a string')
+  await raw.rpush(`${fa.prefix}:e:{failing-probe}`, 'not a string')
 
   const first = fa.request('/slow/x')
   await waitFor('the miss to take its lease', async () => (await leases()).length > 0, 2000)

@@ -17,7 +17,7 @@ t.test('sensitive routes store AES-256-GCM ciphertext: Redis never holds the pla
   app.get('/record', { config: { cache: { key: 'record', sensitive: true } } }, async () => { calls++; return { secret: SECRET } })
   await app.inject('/record')
   await untilStored(app)
-  const raw = await client.getBuffer(`${prefix}:e:${keyId('record')}`) as Buffer
+  const raw = await client.getBuffer(`${prefix}:e:{${keyId('record')}}`) as Buffer
   t.ok(raw.length > SECRET.length)
   t.equal(raw.includes(Buffer.from('patient-record')), false, 'no plaintext in Redis')
   const hit = await app.inject('/record')
@@ -37,8 +37,8 @@ t.test('a tampered, moved or planted entry is a miss, never an error; rotation k
   await app.inject('/a')
   await app.inject('/b')
   await untilStored(app, 2)
-  const keyA = `${prefix}:e:${keyId('a')}`
-  const keyB = `${prefix}:e:${keyId('b')}`
+  const keyA = `${prefix}:e:{${keyId('a')}}`
+  const keyB = `${prefix}:e:{${keyId('b')}}`
   const original = await client.getBuffer(keyA) as Buffer
 
   const tampered = Buffer.from(original)

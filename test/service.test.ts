@@ -491,15 +491,15 @@ for (const kind of KINDS) {
   })
 }
 
-t.test('redis entries live under <prefix>:e: and tag sets under <prefix>:t:', async (t) => {
+t.test('redis entries live under <prefix>:e:{<id>} and tag sets under <prefix>:t:{<tag>}', async (t) => {
   const { service, prefix, raw } = await setup(t, 'redis')
   if (raw === undefined) throw new Error('no raw client')
   await service.set(['a', 'b'], 1, { tags: ['tag1'] })
-  t.equal(await raw.exists(`${prefix}:e:a:b`), 1)
-  t.equal(await raw.exists(`${prefix}:t:tag1`), 1)
-  t.strictSame(await raw.smembers(`${prefix}:t:tag1`), [`${prefix}:e:a:b`], 'the tag set names the entry')
+  t.equal(await raw.exists(`${prefix}:e:{a:b}`), 1)
+  t.equal(await raw.exists(`${prefix}:t:{tag1}`), 1)
+  t.strictSame(await raw.smembers(`${prefix}:t:{tag1}`), [`${prefix}:e:{a:b}`], 'the tag set names the entry')
   const [, keys] = await raw.scan('0', 'MATCH', `${prefix}:e:*`, 'COUNT', 1000)
-  t.strictSame(keys, [`${prefix}:e:a:b`], 'one entry key')
+  t.strictSame(keys, [`${prefix}:e:{a:b}`], 'one entry key')
 })
 
 t.test('a Redis that is down: reads fail open, writes reject with a coded error', async (t) => {

@@ -207,25 +207,25 @@ t.test('redis store: the layout under the prefix', async (t) => {
   await store.set(key, value, { ttlMs: LONG_MS, tags: [tag] })
   await store.set(id('plain'), Buffer.from('p'), { ttlMs: LONG_MS })
 
-  t.same(await keysUnder(client, prefix + ':'), [`${prefix}:e:${key}`, `${prefix}:e:plain`, `${prefix}:g:${tag}`, `${prefix}:t:${tag}`].sort(),
+  t.same(await keysUnder(client, prefix + ':'), [`${prefix}:e:{${key}}`, `${prefix}:e:{plain}`, `${prefix}:g:{${tag}}`, `${prefix}:t:{${tag}}`].sort(),
     'entries (e:), one token record (g:) and one tag set (t:) per tag, nothing else')
-  const token = await client.get(`${prefix}:g:${tag}`)
+  const token = await client.get(`${prefix}:g:{${tag}}`)
   t.match(token, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, 'a token is <hard>.<soft>')
-  const raw = await client.getBuffer(`${prefix}:e:${key}`) as Buffer
+  const raw = await client.getBuffer(`${prefix}:e:{${key}}`) as Buffer
   const newline = raw.indexOf(0x0a)
   t.match(raw.subarray(0, newline).toString(), new RegExp(`^@[A-Za-z0-9_-]+ ${tag.replace(/[.%]/g, '\\$&')}=${token?.replace(/[.-]/g, '\\$&')}$`),
     'the entry is a header line with its version, its tags and their tokens')
   t.same(raw.subarray(newline + 1), value, 'then the bytes as they were')
-  t.match((await client.get(`${prefix}:e:plain`)), /^@[A-Za-z0-9_-]+\np$/, 'an untagged entry has only its version in the header')
-  t.same(await client.smembers(`${prefix}:t:${tag}`), [`${prefix}:e:${key}`], 'the tag set names the full entry key')
-  const pttl = await client.pttl(`${prefix}:e:${key}`)
+  t.match((await client.get(`${prefix}:e:{plain}`)), /^@[A-Za-z0-9_-]+\np$/, 'an untagged entry has only its version in the header')
+  t.same(await client.smembers(`${prefix}:t:{${tag}}`), [`${prefix}:e:{${key}}`], 'the tag set names the full entry key')
+  const pttl = await client.pttl(`${prefix}:e:{${key}}`)
   t.ok(pttl > LONG_MS - 5000 && pttl <= LONG_MS, `the entry has the TTL it was given (${pttl})`)
-  for (const record of [`${prefix}:g:${tag}`, `${prefix}:t:${tag}`]) {
+  for (const record of [`${prefix}:g:{${tag}}`, `${prefix}:t:{${tag}}`]) {
     const recordTtl = await client.pttl(record)
     t.ok(recordTtl >= pttl && recordTtl <= LONG_MS + 1000, `${record} expires a little after its entry (${recordTtl})`)
   }
   await store.delete([id('plain')])
-  const tombstoneTtl = await client.pttl(`${prefix}:v:plain`)
+  const tombstoneTtl = await client.pttl(`${prefix}:v:{plain}`)
   t.ok(tombstoneTtl > 0 && tombstoneTtl <= INVALIDATION_WINDOW_MS, 'a delete leaves a tombstone that expires')
   await store.deletePattern('nothing*')
   t.ok(await client.pttl(`${prefix}:p`) > 0, 'a pattern invalidation changes the epoch, which expires too')
@@ -234,13 +234,13 @@ t.test('redis store: the layout under the prefix', async (t) => {
 t.test('redis store: a tag set lives at least as long as its longest-lived entry', async (t) => {
   const { client, prefix, store } = await redisFixture(t, 'redis-tag-ttl')
   const tag = tagId('shared')
-  const tagKey = `${prefix}:t:${tag}`
+  const tagKey = `${prefix}:t:{${tag}}`
   const entries: Array<[string, number]> = [[id('a'), 5_000], [id('b'), 60_000], [id('c'), 2_000]]
   for (const [key, ttlMs] of entries) {
     await store.set(key, Buffer.from(key), { ttlMs, tags: [tag] })
     const tagTtl = await client.pttl(tagKey)
     let longest = 0
-    for (const [other] of entries) longest = Math.max(longest, await client.pttl(`${prefix}:e:${other}`))
+    for (const [other] of entries) longest = Math.max(longest, await client.pttl(`${prefix}:e:{${other}}`))
     t.ok(tagTtl >= longest, `after setting ${key}: tag PTTL ${tagTtl} >= longest entry PTTL ${longest}`)
   }
   t.equal(await client.pttl(tagKey) > 0, true, 'the tag set does expire')
@@ -248,7 +248,7 @@ t.test('redis store: a tag set lives at least as long as its longest-lived entry
   // A second tag on the short entry gets the short entry's TTL (plus the store's one-second margin), not a longer one.
   const other = tagId('other')
   await store.set(id('d'), Buffer.from('d'), { ttlMs: 3_000, tags: [other, tag] })
-  const otherTtl = await client.pttl(`${prefix}:t:${other}`)
+  const otherTtl = await client.pttl(`${prefix}:t:{${other}}`)
   t.ok(otherTtl > 3_000 && otherTtl <= 4_000, `the other tag follows its only entry (${otherTtl})`)
 })
 
@@ -258,8 +258,8 @@ t.test('redis store: expire() keeps the tag sets of the entry alive as long as t
   const key = id('extended')
   await store.set(key, Buffer.from('x'), { ttlMs: 2_000, tags: [tag] })
   t.equal(await store.expire(key, 3600), true)
-  const entryTtl = await client.pttl(`${prefix}:e:${key}`)
-  const tagTtl = await client.pttl(`${prefix}:t:${tag}`)
+  const entryTtl = await client.pttl(`${prefix}:e:{${key}}`)
+  const tagTtl = await client.pttl(`${prefix}:t:{${tag}}`)
   t.ok(tagTtl === -1 || tagTtl >= entryTtl, `tag PTTL ${tagTtl} >= entry PTTL ${entryTtl}`)
 })
 
@@ -276,7 +276,8 @@ t.test('redis store: deletePattern() never touches keys outside its prefix', asy
     for (const key of ids) await target.set(key, Buffer.from(key), { ttlMs: LONG_MS, tags: [tag] })
   }
   // Raw keys near the entry namespace that are not entries.
-  const strays = [prefix, `${prefix}:e`, `${prefix}:E:exec:a`, `${prefix}:ex:exec:a`, `${prefix}e:exec:a`, `${prefix}:t:exec:a`]
+  const strays = [prefix, `${prefix}:e`, `${prefix}:E:exec:a`, `${prefix}:ex:exec:a`, `${prefix}e:exec:a`, `${prefix}:t:exec:a`,
+    `${prefix}:e:exec:a`, `${prefix}:E:{exec:a}`, `${prefix}:ex:{exec:a}`, `${prefix}e:{exec:a}`, `${prefix}:t:{exec:a}`, `${prefix}:v:{exec:a}`]
   for (const stray of strays) await client.set(stray, 'stray', 'PX', LONG_MS)
   t.teardown(() => client.unlink(...strays))
 
@@ -287,7 +288,7 @@ t.test('redis store: deletePattern() never touches keys outside its prefix', asy
     for (const key of ids) t.equal(await sibling.exists(key), true, `${siblingPrefixes[i]}: ${key} survives`)
   }
   for (const stray of strays) t.equal(await client.get(stray), 'stray', `${stray} survives`)
-  t.equal(await client.exists(`${prefix}:t:${tag}`), 1, 'its own tag set is not an entry either')
+  t.equal(await client.exists(`${prefix}:t:{${tag}}`), 1, 'its own tag set is not an entry either')
 })
 
 t.test('redis store: a prefix with glob characters is matched literally', async (t) => {

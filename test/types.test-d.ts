@@ -5,7 +5,7 @@
  * loading this file (tap may) does nothing.
  */
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import cache, {
   type CacheKey,
   type CachePluginOptions,
@@ -13,6 +13,7 @@ import cache, {
   type CacheStatsSnapshot,
   type KeyBuilder,
   type LookupPhase,
+  type RedisClusterOptions,
   type RouteCacheOptions,
   type SetOptions,
   FST_CACHE_INVALID_OPTION,
@@ -31,7 +32,7 @@ function expectExact<T> () {
   return <V>(_value: V & ([Equal<T, V>] extends [true] ? unknown : never)): void => {}
 }
 
-export async function typeChecks (redisClient: Redis): Promise<void> {
+export async function typeChecks (redisClient: Redis, clusterClient: Cluster): Promise<void> {
   const app = Fastify()
 
   // ---- plugin options ----
@@ -51,6 +52,16 @@ export async function typeChecks (redisClient: Redis): Promise<void> {
   })
   await app.register(cache, { redis: { host: '127.0.0.1', port: 6379, connectionName: 'x' } })
   await app.register(cache, { redis: redisClient, allowBypass: false })
+  // A Redis Cluster: a client (never closed by the plugin), or nodes for the plugin to connect to.
+  await app.register(cache, { redis: clusterClient })
+  await app.register(cache, { redis: { cluster: ['127.0.0.1:7000', { host: '127.0.0.1', port: 7001 }] } })
+  await app.register(cache, { redis: { cluster: ['127.0.0.1:7000'], options: { scaleReads: 'master', redisOptions: { password: 'x' } } } })
+  const clusterOption: RedisClusterOptions = { cluster: [{ host: 'redis-0', port: 6379 }] }
+  expectType<CachePluginOptions['redis']>(clusterOption)
+  // @ts-expect-error cluster nodes are host:port strings or { host, port }, not bare ports
+  await app.register(cache, { redis: { cluster: [7000] } })
+  // @ts-expect-error cluster options are ioredis Cluster options
+  await app.register(cache, { redis: { cluster: ['127.0.0.1:7000'], options: { scaleReads: 42 } } })
   const options: CachePluginOptions = { ttl: 5 }
   await app.register(cache, options)
   const phase: LookupPhase = 'handler'

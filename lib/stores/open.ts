@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
 import type { PluginSettings } from '../http/route'
-import { type CachePluginOptions, DEFAULTS } from '../options'
+import { type CachePluginOptions, DEFAULTS, type RedisClusterOptions, RedisClusterSchema, assertValid } from '../options'
 import { MemoryStore } from './memory'
 import { RedisStore } from './redis'
 import type { CacheStore } from './store'
@@ -9,14 +9,19 @@ import type { CacheStore } from './store'
 export interface OpenedStore {
   store: CacheStore
   /** The Redis client the store uses, when it uses one (the bus of the in-process tier opens its own beside it). */
-  client?: Redis
+  client?: Redis | Cluster
   /** Closes the store and any client the plugin created; a client the user handed in stays open. */
   close: () => Promise<void>
 }
 
-function isClient (value: unknown): value is Redis {
-  return value instanceof Redis || (typeof value === 'object' && value !== null &&
+function isClient (value: unknown): value is Redis | Cluster {
+  return value instanceof Redis || value instanceof Cluster || (typeof value === 'object' && value !== null &&
     typeof (value as Redis).getBuffer === 'function' && typeof (value as Redis).quit === 'function')
+}
+
+/** `{ cluster: [...] }`: a Redis Cluster for the plugin to connect to (a client is never a plain object). */
+function isClusterConnection (value: unknown): value is RedisClusterOptions {
+  return typeof value === 'object' && value !== null && !isClient(value) && Object.hasOwn(value, 'cluster')
 }
 
 /**
@@ -32,11 +37,31 @@ function clientOptions (settings: PluginSettings): RedisOptions {
   }
 }
 
+/**
+ * The same for a Cluster the plugin creates: no offline queue (a command for a slot whose node is down fails rather
+ * than waits), one retry per command, bounded connects and slot-map refreshes, and a reconnection that never stops.
+ * The user's options come on top; those of each node's connection go in `redisOptions`.
+ */
+function clusterOptions (settings: PluginSettings, user: ClusterOptions = {}): ClusterOptions {
+  const { connectTimeout, retryStrategy, maxRetriesPerRequest } = clientOptions(settings)
+  return {
+    enableOfflineQueue: false,
+    clusterRetryStrategy: retryStrategy,
+    slotsRefreshTimeout: connectTimeout,
+    ...user,
+    redisOptions: { maxRetriesPerRequest, connectTimeout, ...user.redisOptions }
+  }
+}
+
 export async function openStore (app: FastifyInstance, options: CachePluginOptions, settings: PluginSettings): Promise<OpenedStore> {
-  let client: Redis | undefined
+  let client: Redis | Cluster | undefined
   let owned = false
   if (isClient(options.redis)) {
     client = options.redis
+  } else if (isClusterConnection(options.redis)) {
+    assertValid(RedisClusterSchema, options.redis, 'redis.')
+    client = new Cluster(options.redis.cluster, clusterOptions(settings, options.redis.options))
+    owned = true
   } else if (typeof options.redis === 'string') {
     client = new Redis(options.redis, clientOptions(settings))
     owned = true
@@ -55,11 +80,14 @@ export async function openStore (app: FastifyInstance, options: CachePluginOptio
   const redis = client
   if (owned) {
     let lastLogged = 0
-    redis.on('error', (error: Error) => {
+    const onError = (error: Error): void => {
       if (Date.now() - lastLogged < 10_000) return
       lastLogged = Date.now()
       app.log.warn({ err: error }, 'cache redis connection error; requests are served uncached until it recovers')
-    })
+    }
+    redis.on('error', onError)
+    // A Cluster reports the errors of its nodes' connections apart.
+    if (redis.isCluster) redis.on('node error', onError)
   }
   await waitUntilReady(app, redis, settings.connectTimeoutMs)
   const store = new RedisStore(redis, settings.prefix)
@@ -74,7 +102,7 @@ export async function openStore (app: FastifyInstance, options: CachePluginOptio
 }
 
 /** Waits a bounded time for Redis, so that the first requests are cached; a Redis that is late never blocks start-up. */
-async function waitUntilReady (app: FastifyInstance, redis: Redis, timeoutMs: number): Promise<void> {
+async function waitUntilReady (app: FastifyInstance, redis: Redis | Cluster, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return
   if (redis.status === 'wait') redis.connect().catch(() => {})
   let timer: NodeJS.Timeout | undefined

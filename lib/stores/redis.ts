@@ -1,17 +1,28 @@
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { escapeGlob } from '../keys'
 import { performance } from 'node:perf_hooks'
-import { expire, invalidateTags, read, release, write } from './redis-scripts'
+import { type Call, batch, isCluster } from './redis-batch'
+import { RedisLayout } from './redis-layout'
+import {
+  type RedisClient, deleteVersion, expireEntry, invalidateTag, readEntry, release, tagEntry, token, writeEntry
+} from './redis-scripts'
 import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
 import { newTokenPart } from './tokens'
 
-// Layout under the prefix (the scripts are in redis-scripts.ts):
-//   e:<id>   the entry: a header line `@<version> tag=token tag=token`, a newline, then the value bytes
-//   l:<id>   the lease of the instance computing the entry, if any
-//   g:<tag>  the tag's current token `<hard>.<soft>`
-//   t:<tag>  the set of entry keys written with the tag (to count and reclaim them on invalidation)
-//   v:<id>   the key's tombstone, set by delete/invalidate, refusing writes of misses that read before it
-//   p        the pattern epoch, changed by each pattern invalidation
+// The key layout is in redis-layout.ts, the Lua scripts in redis-scripts.ts. One code path serves a single node and
+// a Redis Cluster: every script stays within one slot (an entry's keys, or one tag's), and what spans slots (an
+// entry, its tags' tokens, the pattern epoch) takes separate commands, made safe by the tokens:
+// - A read captures the tokens of the tags its write will carry (the stamp) and checks the entry's header against
+//   their current values, so an entry whose tag was invalidated since it was written never reads as valid.
+// - A stamped write puts the captured tokens in the header: if a tag was invalidated between the read and the write,
+//   the entry reads as invalid (or stale) from the start, whatever the interleaving.
+// - It checks the tombstone and the entry's version atomically with the write (same slot), then, after the write,
+//   the pattern epoch and the tokens: when one changed since the read, it takes its entry back (if still its own).
+//   Why this closes the race with deletePattern, which changes the epoch and then SCANs: either the epoch changed
+//   before the re-check ran, and the re-check sees it; or it changed after, so the entry was written before the
+//   change, hence before the SCAN began, and SCAN returns every key that exists for the whole of its iteration, so
+//   the SCAN finds and removes it. A single node runs the write and the re-check in one pipeline, in order; a
+//   cluster sends the re-check once the write has answered.
 // Token records, tag sets and tombstones all expire: tag records and sets with their longest-lived entry (plus a
 // second), tombstones after the invalidation window. Nothing is kept without a TTL.
 
@@ -24,45 +35,66 @@ const NEWLINE = 0x0a
 const EQUALS = 0x3d
 const OWN_KEY = /^(?:[egltv]:|p$)/
 
+interface Header {
+  version: string
+  /** Tag and the token it had when the entry was written. */
+  tags: Array<[string, string]>
+}
+
 export class RedisStore implements CacheStore {
   readonly kind = 'redis'
   readonly local = false
-  private readonly entryPrefix: string
-  private readonly tokenPrefix: string
-  private readonly tagSetPrefix: string
-  private readonly tombstonePrefix: string
-  private readonly epochKey: string
-  private readonly leasePrefix: string
+  private readonly layout: RedisLayout
 
-  constructor (private readonly client: Redis, private readonly prefix: string) {
-    this.leasePrefix = prefix + ':l:'
-    this.entryPrefix = prefix + ':e:'
-    this.tokenPrefix = prefix + ':g:'
-    this.tagSetPrefix = prefix + ':t:'
-    this.tombstonePrefix = prefix + ':v:'
-    this.epochKey = prefix + ':p'
+  constructor (private readonly client: RedisClient, prefix: string) {
+    this.layout = new RedisLayout(prefix)
+  }
+
+  /** The full Redis key of an entry. */
+  entryKey (id: string): string {
+    return this.layout.entry(id)
   }
 
   async read (id: string, tags: readonly string[]): Promise<StoreRead> {
-    const reply = await read.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey, this.leasePrefix + id],
-      [this.tokenPrefix, newTokenPart(), ...tags]) as [Buffer | null, number, Buffer, Buffer, Buffer, number, number, Buffer, ...Buffer[]]
-    const [raw, state, tombstone, epoch, version, leased, ttlMs, entryTags, ...tokens] = reply
-    const stamp: WriteStamp = {
-      tombstone: tombstone.toString(),
-      epoch: epoch.toString(),
-      version: version.toString(),
-      tags: tags.map((tag, i) => [tag, tokens[i].toString()] as const)
+    const layout = this.layout
+    const [entryReply, epoch, ...tokens] = await batch(this.client, [
+      { script: readEntry, keys: [layout.entry(id), layout.tombstone(id), layout.lease(id)], args: [] },
+      { command: 'get', args: [layout.epochKey] },
+      ...tags.map((tag): Call => ({ command: 'get', args: [layout.token(tag)] }))
+    ])
+    const [raw, wrongType, tombstone, leased, pttl] = entryReply as [Buffer | null, number, Buffer, number, number]
+    // A tag without a token record (never used, expired or evicted) gets one now, rarely: the stamp must capture a
+    // definite token, which any later invalidation changes.
+    const absent = tags.flatMap((_, i) => tokens[i] === null ? [i] : [])
+    if (absent.length > 0) {
+      const part = newTokenPart()
+      const created = await batch(this.client, absent.map((i): Call =>
+        ({ script: token, keys: [layout.token(tags[i] ?? '')], args: [part + '.' + part, INVALIDATION_WINDOW_MS] })))
+      absent.forEach((i, n) => { tokens[i] = created[n] })
     }
-    const value = raw === null || state >= 2 ? null : payload(raw)
-    if (value === null) return { value, stale: false, corrupt: state === 3, leased: leased === 1, stamp }
-    const named = entryTags.toString()
-    return { value, stale: state === 1, leased: leased === 1, stamp, ttlMs, entryTags: named === '' ? [] : named.split(' ') }
+    const captured = tags.map((tag, i) => [tag, text(tokens[i])] as const)
+    const header = raw === null || wrongType === 1 ? undefined : parseHeader(raw)
+    const stamp: WriteStamp = { tombstone: tombstone.toString(), epoch: text(epoch), version: header?.version ?? '', tags: captured }
+    const corrupt = wrongType === 1 || (raw !== null && header === undefined)
+    if (raw === null || header === undefined) return { value: null, stale: false, corrupt, leased: leased === 1, stamp }
+
+    const state = await this.validity(header, new Map(captured))
+    const value = state === 'invalid' ? null : raw.subarray(raw.indexOf(NEWLINE) + 1)
+    return {
+      value,
+      stale: value !== null && state === 'stale',
+      corrupt: false,
+      leased: leased === 1,
+      stamp,
+      ...(value !== null && pttl > 0 ? { ttlMs: pttl } : {}),
+      ...(value !== null ? { entryTags: header.tags.map(([tag]) => tag) } : {})
+    }
   }
 
   async peek (id: string): Promise<Buffer | undefined> {
     let raw: Buffer | null
     try {
-      raw = await this.client.getBuffer(this.entryPrefix + id)
+      raw = await this.client.getBuffer(this.layout.entry(id))
     } catch (error) {
       // Another type at the key: the full read reports it as corrupt, and the miss's write replaces it.
       if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return undefined
@@ -80,38 +112,69 @@ export class RedisStore implements CacheStore {
   }
 
   async set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> {
+    const layout = this.layout
     const ttlMs = Math.max(1, Math.round(options.ttlMs))
+    const keep = ttlMs + 1000
+    const tags = [...new Set(options.tags ?? [])]
+    const entryKey = layout.entry(id)
+    const version = newTokenPart()
+    const tagCall = (tag: string, create: string): Call =>
+      ({ script: tagEntry, keys: [layout.token(tag), layout.tagSet(tag)], args: [keep, entryKey, create] })
+    const writeCall = (header: string, stamp?: WriteStamp): Call => ({
+      script: writeEntry,
+      keys: [entryKey, layout.tombstone(id)],
+      args: [stamp === undefined ? '0' : '1', stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value]
+    })
+
     const stamp = options.stamp
-    const captured = new Map(stamp?.tags)
-    const pairs = (options.tags ?? []).flatMap((tag) => [tag, captured.get(tag) ?? ''])
-    const written = await write.run(this.client, [this.entryPrefix + id, this.tombstonePrefix + id, this.epochKey], [
-      this.tokenPrefix, this.tagSetPrefix, value, ttlMs, stamp === undefined ? '0' : '1',
-      stamp?.tombstone ?? '', stamp?.epoch ?? '', stamp?.version ?? '', newTokenPart(), newTokenPart(), ...pairs
-    ])
-    return written === 1
+    if (stamp === undefined) {
+      // Not conditional: the header carries the tags' current tokens, read (or created) first.
+      const part = newTokenPart()
+      const current = await batch(this.client, tags.map((tag) => tagCall(tag, part + '.' + part)))
+      await batch(this.client, [writeCall(headerLine(version, tags, current.map(text)))])
+      return true
+    }
+
+    const captured = new Map(stamp.tags)
+    // A tag whose token the read did not capture cannot be checked: the write is refused, as after an invalidation.
+    if (!tags.every((tag) => captured.has(tag))) return false
+    const write = writeCall(headerLine(version, tags, tags.map((tag) => captured.get(tag) ?? '')), stamp)
+    const recheck: Call[] = [{ command: 'get', args: [layout.epochKey] }, ...tags.map((tag) => tagCall(tag, ''))]
+    let replies: unknown[]
+    if (isCluster(this.client)) {
+      const [written] = await batch(this.client, [write])
+      if (written !== 1) return false
+      replies = [written, ...await batch(this.client, recheck)]
+    } else {
+      replies = await batch(this.client, [write, ...recheck])
+    }
+    const [written, epoch, ...tokens] = replies
+    if (written !== 1) return false
+    const intact = text(epoch) === stamp.epoch && tags.every((tag, i) => text(tokens[i]) === captured.get(tag))
+    if (intact) return true
+    await deleteVersion.run(this.client, [entryKey], [version])
+    return false
   }
 
   async delete (ids: readonly string[]): Promise<number> {
     let count = 0
     for (let i = 0; i < ids.length; i += BATCH) {
-      const batch = ids.slice(i, i + BATCH)
-      const pipeline = this.client.pipeline()
-      for (const id of batch) pipeline.set(this.tombstonePrefix + id, newTokenPart(), 'PX', INVALIDATION_WINDOW_MS)
-      pipeline.unlink(...batch.map((id) => this.entryPrefix + id))
-      const results = await pipeline.exec()
-      const [error, unlinked] = results?.at(-1) ?? [new Error('no reply')]
-      if (error !== null && error !== undefined) throw error
-      count += Number(unlinked)
+      // Per id, the tombstone then the entry: the same slot, so the same connection, in that order.
+      const replies = await batch(this.client, ids.slice(i, i + BATCH).flatMap((id): Call[] => [
+        { command: 'set', args: [this.layout.tombstone(id), newTokenPart(), 'PX', INVALIDATION_WINDOW_MS] },
+        { command: 'unlink', args: [this.layout.entry(id)] }
+      ]))
+      for (let r = 1; r < replies.length; r += 2) count += Number(replies[r])
     }
     return count
   }
 
   async acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> {
-    return await this.client.set(this.leasePrefix + id, token, 'PX', ttlMs, 'NX') === 'OK'
+    return text(await this.client.callBuffer('set', this.layout.lease(id), token, 'PX', ttlMs, 'NX')) === 'OK'
   }
 
   async releaseLease (id: string, token: string): Promise<void> {
-    await release.run(this.client, [this.leasePrefix + id], [token])
+    await release.run(this.client, [this.layout.lease(id)], [token])
   }
 
   async exists (id: string): Promise<boolean> {
@@ -119,18 +182,26 @@ export class RedisStore implements CacheStore {
   }
 
   async expire (id: string, seconds: number): Promise<boolean> {
-    return await expire.run(this.client, [this.entryPrefix + id], [this.tokenPrefix, this.tagSetPrefix, seconds * 1000]) === 1
+    const ms = seconds * 1000
+    const head = await expireEntry.run(this.client, [this.layout.entry(id)], [ms])
+    if (head === null) return false
+    // Keeps the entry's tag records alive as long as it.
+    const { tags } = parseHeaderLine(text(head))
+    await batch(this.client, tags.map(([tag]): Call =>
+      ({ script: tagEntry, keys: [this.layout.token(tag), this.layout.tagSet(tag)], args: [ms + 1000, '', ''] })))
+    return true
   }
 
   async ttl (id: string): Promise<number> {
     // PTTL rounded up, as the memory store does: TTL would report 0 for an entry that still has 400 ms to live.
-    const ms = await this.client.pttl(this.entryPrefix + id)
+    const ms = await this.client.pttl(this.layout.entry(id))
     return ms < 0 ? ms : Math.ceil(ms / 1000)
   }
 
   async invalidateTags (tags: readonly string[], options: { soft?: boolean } = {}): Promise<number> {
     const soft = options.soft === true
-    await invalidateTags.run(this.client, [], [this.tokenPrefix, soft ? 'soft' : 'hard', newTokenPart(), ...tags])
+    const part = newTokenPart()
+    await batch(this.client, tags.map((tag): Call => ({ script: invalidateTag, keys: [this.layout.token(tag)], args: [soft ? 'soft' : 'hard', part] })))
     let count = 0
     for (const tag of tags) count += await this.reclaim(tag, soft)
     return count
@@ -138,68 +209,71 @@ export class RedisStore implements CacheStore {
 
   async deletePattern (glob: string): Promise<number> {
     // A new epoch refuses the writes of misses in flight, whose keys SCAN cannot see yet.
-    await this.client.set(this.epochKey, newTokenPart(), 'PX', INVALIDATION_WINDOW_MS)
+    await this.client.set(this.layout.epochKey, newTokenPart(), 'PX', INVALIDATION_WINDOW_MS)
     // Only * and ? are wildcards in a store pattern; [ ] and \ are literal, as in the memory store.
-    const match = escapeGlob(this.entryPrefix) + glob.replace(/[[\]\\]/g, '\\$&')
-    let cursor = '0'
+    const match = escapeGlob(this.layout.entryPrefix) + '{' + glob.replace(/[[\]\\]/g, '\\$&') + '}'
+    const emptyIdKey = this.layout.entry('')
+    const matchesEmpty = /^\**$/.test(glob)
     let count = 0
-    do {
-      const [next, keys] = await this.client.scan(cursor, 'MATCH', match, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) count += await this.client.unlink(...keys)
-    } while (cursor !== '0')
+    await this.scanEveryMaster(match, async (node, found) => {
+      // The empty id's key holds a stand-in that a glob may match although it does not match the empty id.
+      const keys = found.filter((key) => key !== emptyIdKey || matchesEmpty)
+      const replies = await batch(node, keys.map((key): Call => ({ command: 'unlink', args: [key] })))
+      for (const reply of replies) count += Number(reply)
+    })
     return count
   }
 
   async info (): Promise<Record<string, string | number>> {
-    const text = await this.client.info()
-    const figures: Record<string, string | number> = {}
-    for (const line of text.split('\r\n')) {
-      const colon = line.indexOf(':')
-      if (colon === -1) continue
-      const name = line.slice(0, colon)
-      if (!INFO_FIELDS.includes(name)) continue
-      const value = line.slice(colon + 1)
-      figures[name] = /^\d+$/.test(value) ? Number(value) : value
+    const masters = this.masters()
+    const texts = await Promise.all(masters.map((node) => node.info()))
+    if (texts.length === 1) return infoFigures(texts[0] ?? '', INFO_FIELDS)
+    // A cluster: the counters of every master added up, its memory too, and how many masters there are.
+    const figures: Record<string, string | number> = { cluster_masters: texts.length }
+    let usedMemory = 0
+    for (const info of texts) {
+      const own = infoFigures(info, [...INFO_FIELDS, 'used_memory'])
+      for (const [name, value] of Object.entries(own)) {
+        if (name === 'used_memory') usedMemory += Number(value)
+        else if (typeof value === 'number') figures[name] = Number(figures[name] ?? 0) + value
+        else figures[name] ??= value
+      }
     }
+    figures['used_memory_human'] = humanBytes(usedMemory)
     return figures
   }
 
   async cleanup (): Promise<CleanupReport> {
     const started = performance.now()
     const report: CleanupReport = { scanned: 0, removedWithoutTtl: 0, removedDangling: 0, entries: 0, bytes: 0, durationMs: 0 }
-    let cursor = '0'
-    do {
-      const [next, scanned] = await this.client.scan(cursor, 'MATCH', escapeGlob(this.prefix) + ':*', 'COUNT', 1000)
-      cursor = next
+    const { prefix, entryPrefix, tagSetPrefix } = this.layout
+    const tagSets: string[] = []
+    await this.scanEveryMaster(escapeGlob(prefix) + ':*', async (node, scanned) => {
       // Only the plugin's own kinds of key: another namespace nested under this prefix is not ours to touch.
-      const keys = scanned.filter((key) => OWN_KEY.test(key.slice(this.prefix.length + 1)))
+      const keys = scanned.filter((key) => OWN_KEY.test(key.slice(prefix.length + 1)))
       report.scanned += keys.length
-      if (keys.length === 0) continue
-      const pipeline = this.client.pipeline()
-      for (const key of keys) {
-        pipeline.pttl(key)
-        if (key.startsWith(this.entryPrefix)) pipeline.strlen(key)
-      }
-      const replies = await pipeline.exec() ?? []
+      if (keys.length === 0) return
+      const replies = await batch(node, keys.flatMap((key): Call[] => key.startsWith(entryPrefix)
+        ? [{ command: 'pttl', args: [key] }, { command: 'strlen', args: [key] }]
+        : [{ command: 'pttl', args: [key] }]), { settle: true })
       const orphans: string[] = []
       let reply = 0
       for (const key of keys) {
-        const ttl = replies[reply++]?.[1]
+        const ttl = replies[reply++]
         if (ttl === -1) orphans.push(key)
-        if (!key.startsWith(this.entryPrefix)) continue
-        const length = Number(replies[reply++]?.[1] ?? 0)
+        if (key.startsWith(tagSetPrefix) && ttl !== -1) tagSets.push(key)
+        if (!key.startsWith(entryPrefix)) continue
+        const length = replies[reply++]
         // Counted only when it stays: not an orphan about to go, nor one that expired since the SCAN.
         if (typeof ttl === 'number' && ttl > 0) {
           report.entries++
-          report.bytes += length
+          report.bytes += typeof length === 'number' ? length : 0
         }
       }
-      if (orphans.length > 0) report.removedWithoutTtl += await this.client.unlink(...orphans)
-      for (const key of keys) {
-        if (key.startsWith(this.tagSetPrefix) && !orphans.includes(key)) report.removedDangling += await this.pruneTagSet(key)
-      }
-    } while (cursor !== '0')
+      const removed = await batch(node, orphans.map((key): Call => ({ command: 'unlink', args: [key] })))
+      for (const count of removed) report.removedWithoutTtl += Number(count)
+    })
+    for (const setKey of tagSets) report.removedDangling += await this.pruneTagSet(setKey)
     report.durationMs = performance.now() - started
     return report
   }
@@ -208,14 +282,53 @@ export class RedisStore implements CacheStore {
     // The client belongs to whoever created it; the plugin closes the ones it opened itself.
   }
 
+  /** Whether a tagged entry is still valid: its tags' tokens now, from the read when it captured them. */
+  private async validity (header: Header, captured: ReadonlyMap<string, string>): Promise<'valid' | 'stale' | 'invalid'> {
+    const missing = header.tags.map(([tag]) => tag).filter((tag) => !captured.has(tag))
+    const current = new Map(captured)
+    if (missing.length > 0) {
+      const fetched = await batch(this.client, missing.map((tag): Call => ({ command: 'get', args: [this.layout.token(tag)] })))
+      missing.forEach((tag, i) => { if (fetched[i] !== null) current.set(tag, text(fetched[i])) })
+    }
+    let state: 'valid' | 'stale' = 'valid'
+    for (const [tag, recorded] of header.tags) {
+      const now = current.get(tag)
+      if (now === undefined) return 'invalid'
+      const [hard, soft] = halves(recorded)
+      const [nowHard, nowSoft] = halves(now)
+      if (hard !== nowHard) return 'invalid'
+      if (soft !== nowSoft) state = 'stale'
+    }
+    return state
+  }
+
+  /** The nodes holding the data: every master of a cluster, or the one server. */
+  private masters (): Redis[] {
+    if (!isCluster(this.client)) return [this.client as Redis]
+    const masters = (this.client as Cluster).nodes('master')
+    // Before the client knows the cluster's nodes, a SCAN of "every master" would silently scan none.
+    if (masters.length === 0) throw new Error('no Redis Cluster master is known yet')
+    return masters
+  }
+
+  /** SCAN on every master, in batches; `visit` gets the node each batch came from, to act on it directly. */
+  private async scanEveryMaster (match: string, visit: (node: Redis, keys: string[]) => Promise<void>): Promise<void> {
+    for (const node of this.masters()) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', 1000)
+        cursor = next
+        if (keys.length > 0) await visit(node, keys)
+      } while (cursor !== '0')
+    }
+  }
+
   /** Removes the members of a tag set whose entries are gone, in batches; resolves to how many. */
   private async pruneTagSet (setKey: string): Promise<number> {
     let removed = 0
     await this.forEachMemberBatch(setKey, async (members) => {
-      const pipeline = this.client.pipeline()
-      for (const member of members) pipeline.exists(member)
-      const replies = await pipeline.exec() ?? []
-      const gone = members.filter((_, i) => replies[i]?.[1] === 0)
+      const replies = await batch(this.client, members.map((member): Call => ({ command: 'exists', args: [member] })), { settle: true })
+      const gone = members.filter((_, i) => replies[i] === 0)
       if (gone.length > 0) removed += await this.client.srem(setKey, ...gone)
     })
     return removed
@@ -226,19 +339,16 @@ export class RedisStore implements CacheStore {
    * rewritten without it stays in the set until the set expires, and must be neither counted nor removed.
    */
   private async reclaim (tag: string, soft: boolean): Promise<number> {
-    const setKey = this.tagSetPrefix + tag
-    const marker = ' ' + tag + '='
+    const setKey = this.layout.tagSet(tag)
     let count = 0
     await this.forEachMemberBatch(setKey, async (members) => {
-      const pipeline = this.client.pipeline()
-      for (const member of members) pipeline.getrange(member, 0, 65535)
-      const heads = await pipeline.exec() ?? []
+      const heads = await batch(this.client, members.map((member): Call => ({ command: 'getrange', args: [member, 0, 65535] })), { settle: true })
       const carrying = members.filter((_, i) => {
-        const head = heads[i]?.[1]
-        return typeof head === 'string' && (' ' + head.slice(0, Math.max(0, head.indexOf('\n')))).includes(marker)
+        const head = heads[i]
+        return Buffer.isBuffer(head) && parseHeaderLine(head.toString('latin1').split('\n', 1)[0] ?? '').tags.some(([name]) => name === tag)
       })
       count += carrying.length
-      if (!soft && carrying.length > 0) await this.client.unlink(...carrying)
+      if (!soft) await batch(this.client, carrying.map((key): Call => ({ command: 'unlink', args: [key] })))
     })
     if (!soft) await this.client.unlink(setKey)
     return count
@@ -255,7 +365,55 @@ export class RedisStore implements CacheStore {
   }
 }
 
-/** The value bytes after the entry's header line, without a copy. */
-function payload (raw: Buffer): Buffer {
-  return raw.subarray(raw.indexOf(NEWLINE) + 1)
+/** A reply as text: '' for none. */
+function text (reply: unknown): string {
+  return reply === null || reply === undefined ? '' : String(reply)
+}
+
+function halves (token: string): [string, string] {
+  const dot = token.indexOf('.')
+  return dot === -1 ? [token, ''] : [token.slice(0, dot), token.slice(dot + 1)]
+}
+
+/** The header of stored bytes, or undefined when they are not an entry (no header line). */
+function parseHeader (raw: Buffer): Header | undefined {
+  const newline = raw.indexOf(NEWLINE)
+  return newline === -1 ? undefined : parseHeaderLine(raw.toString('latin1', 0, newline))
+}
+
+/** `@<version> tag=token tag=token`: ids, tags and tokens are ASCII, so latin1 reads them as written. */
+function parseHeaderLine (line: string): Header {
+  const version = /^@([^ ]+)/.exec(line)?.[1] ?? ''
+  const tags: Array<[string, string]> = []
+  for (const match of line.matchAll(/([^ =]+)=([^ ]+)/g)) tags.push([match[1] ?? '', match[2] ?? ''])
+  return { version, tags }
+}
+
+function headerLine (version: string, tags: readonly string[], tokens: readonly string[]): string {
+  return ['@' + version, ...tags.map((tag, i) => tag + '=' + (tokens[i] ?? ''))].join(' ')
+}
+
+function infoFigures (info: string, fields: readonly string[]): Record<string, string | number> {
+  const figures: Record<string, string | number> = {}
+  for (const line of info.split('\r\n')) {
+    const colon = line.indexOf(':')
+    if (colon === -1) continue
+    const name = line.slice(0, colon)
+    if (!fields.includes(name)) continue
+    const value = line.slice(colon + 1)
+    figures[name] = /^\d+$/.test(value) ? Number(value) : value
+  }
+  return figures
+}
+
+/** Bytes as Redis's used_memory_human writes them (1.50M). */
+function humanBytes (bytes: number): string {
+  const units = ['B', 'K', 'M', 'G', 'T']
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return unit === 0 ? `${value}B` : `${value.toFixed(2)}${units[unit]}`
 }
