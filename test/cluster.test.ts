@@ -8,6 +8,9 @@ import t from 'tap'
 import cache, { type CachePluginOptions } from '../lib/index'
 import { idPattern, keyId, tagId } from '../lib/keys'
 import { RedisStore } from '../lib/stores/redis'
+import { TieredStore } from '../lib/stores/tiered'
+import { InvalidationBus } from '../lib/bus'
+import { ThrottledLog } from '../lib/throttled-log'
 import { storeContract } from './store-contract'
 import { sleep, until, untilStored } from './helpers/app'
 import { freePort, uniquePrefix } from './helpers/redis'
@@ -203,6 +206,60 @@ t.test('on a Redis Cluster', async (t) => {
     const responses = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? server : other).inject('/slow')))
     t.ok(responses.every((response) => response.statusCode === 200 && response.json().slow === true), 'every request answered')
     t.equal(slowCalls, 1, 'the handler ran once across both instances')
+  })
+
+  await t.test('the in-process tier on the cluster: its contract, and three instances kept coherent by the bus', async (t) => {
+    await storeContract(t, 'tiered on the cluster', async () => {
+      const prefix = uniquePrefix('cluster-tiered')
+      const store = new TieredStore(new RedisStore(client, prefix), { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 60_000 })
+      const bus = InvalidationBus.start(client, prefix, new ThrottledLog(Fastify().log), store)
+      store.attach(bus)
+      if (!await bus.ready(3000)) throw new Error('the bus did not subscribe on the cluster')
+      return { store, cleanup: async () => { await bus.close(); await deleteByPrefixOnCluster(client, prefix) } }
+    })
+
+    const prefix = uniquePrefix('cluster-bus')
+    t.teardown(() => deleteByPrefixOnCluster(client, prefix))
+    const origin = new Map<string, number>()
+    const instances: FastifyInstance[] = []
+    for (let i = 0; i < 3; i++) {
+      const instance = await app(t, prefix, { memory: { ttl: 300 } })
+      instance.get('/items/:id', {
+        config: { cache: { ttl: 300, key: (request) => ['items', (request.params as { id: string }).id], tags: (request) => [`item:${(request.params as { id: string }).id}`] } }
+      }, async (request) => ({ version: origin.get((request.params as { id: string }).id) ?? 0 }))
+      instances.push(instance)
+    }
+    const ids = Array.from({ length: 6 }, (_, i) => `b${i}`)
+    for (const id of ids) {
+      origin.set(id, 1)
+      await instances[0].inject(`/items/${id}`)
+    }
+    await untilStored(instances[0], ids.length)
+    const memoryHits = async (instance: FastifyInstance): Promise<number> => Number((await instance.cacheService.stats()).store['memoryHits'])
+    for (const instance of instances) {
+      // A pass over every id served from the instance's own tier: each read a memory hit.
+      await until('a pass served wholly from memory', async () => {
+        const before = await memoryHits(instance)
+        for (const id of ids) t.equal((await instance.inject(`/items/${id}`)).json().version, 1)
+        return await memoryHits(instance) - before === ids.length
+      }, 2000)
+      const store = (await instance.cacheService.stats()).store
+      t.equal(store.kind, 'memory+redis')
+      t.equal(store['bus'], 'subscribed')
+    }
+    // One change by tag, one by pattern, from different instances: with a 300 s in-process TTL, only the bus can
+    // make the others serve the new versions in time.
+    origin.set('b0', 2)
+    await instances[1].cacheService.invalidateTags('item:b0')
+    for (const id of ids.slice(1)) origin.set(id, 3)
+    await instances[2].cacheService.invalidatePattern('items:*')
+    for (const [n, instance] of instances.entries()) {
+      await until(`instance ${n} serves the new versions`, async () => {
+        const versions = await Promise.all(ids.map(async (id) => (await instance.inject(`/items/${id}`)).json().version))
+        return versions[0] === 2 && versions.slice(1).every((version) => version === 3)
+      }, 2000)
+    }
+    t.pass('every instance serves every new version')
   })
 
   // Last: it kills a master.
