@@ -21,11 +21,12 @@ import type { CacheStatsSnapshot } from '../lib/index'
 import { type Measurement, type Server, get, killAll, load, quiet, startServer } from './harness'
 import { BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARIANTS, type Variant, isVariant } from './payload'
 import { type Window, markdown, summarize } from './profile'
+import { RedisCluster } from '../test/helpers/redis-cluster'
 
 const ROOT = join(__dirname, '..')
 const RESULTS = join(__dirname, 'results')
 const USES_REDIS: readonly Variant[] = ['redis', 'tiered', 'ioredis']
-const CACHED: readonly Variant[] = ['redis', 'memory', 'tiered']
+const CACHED: readonly Variant[] = ['redis', 'memory', 'tiered', 'cluster']
 /** Cores other processes may keep busy before a measurement counts as disturbed (see measureQuietly). */
 const MAX_OTHER_CORES = 0.25
 const TARGETS = [
@@ -74,6 +75,8 @@ function variantNamed (name: string): Variant {
 
 /** Redis's pid when it runs on this machine, to count its CPU apart from the rest. */
 let redisPid = 0
+/** host:port of each master of the cluster this run starts for variant (c2). */
+let clusterNodes = ''
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -117,7 +120,7 @@ const nowUs = (): number => Number(process.hrtime.bigint() / 1000n)
 
 /** Start, check, warm up, check, measure, check, stop. `window` is when the measured load ran (monotonic µs). */
 async function measure (variant: Variant, nodeArgs: string[] = []): Promise<Measurement & { window: Window }> {
-  const server = await startServer(variant, { REDIS_URL: settings.redisUrl, BENCH_PREFIX: settings.prefix }, nodeArgs)
+  const server = await startServer(variant, { REDIS_URL: settings.redisUrl, BENCH_PREFIX: settings.prefix, CLUSTER_NODES: clusterNodes }, nodeArgs)
   try {
     await check(server)
     await load(server, BENCH_PATH, { connections: settings.connections, duration: settings.warmup })
@@ -335,10 +338,14 @@ process.on('exit', killAll)
 
 async function main (): Promise<void> {
   const redis = await connectRedis()
+  // Three masters on loopback ports, no replicas (a hit never writes, and replicas would only take CPU here).
+  const cluster = variants.includes('cluster') ? await RedisCluster.start(undefined, { masters: 3, replicasPerMaster: 0 }) : undefined
+  clusterNodes = cluster?.startupNodes.map((node) => `${node.host}:${node.port}`).join(',') ?? ''
   try {
     await Promise.race([benchmark(redis), aborted])
   } finally {
     killAll()
+    await cluster?.stop()
     if (redis !== undefined) {
       process.stderr.write(`removed ${await cleanUp(redis)} key(s) under ${settings.prefix}\n`)
       redis.disconnect()

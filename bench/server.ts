@@ -2,11 +2,11 @@
  * One benchmark server: `node --import tsx bench/server.ts <variant>`, started by bench/run.ts over IPC.
  * It listens on a free port of 127.0.0.1, reports `{ port }` to its parent, and exits when the parent goes away
  * (IPC disconnect) or on SIGTERM/SIGINT, closing the app so that `--cpu-prof` can write its profile.
- * Environment: REDIS_URL and BENCH_PREFIX for the variants that use Redis.
+ * Environment: REDIS_URL and BENCH_PREFIX for the variants that use Redis, CLUSTER_NODES (host:port,...) for the cluster.
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
-import cache from '../lib/index'
+import cache, { type CachePluginOptions } from '../lib/index'
 import { PAYLOAD, PAYLOAD_JSON, QUERY_MS, VARIANTS, type Variant, isVariant } from './payload'
 
 const TTL_SECONDS = 3600
@@ -39,6 +39,15 @@ function statsRoute (app: FastifyInstance): void {
   app.get('/_bench/stats', async () => await app.cacheService.stats())
 }
 
+function pluginOptions (variant: 'redis' | 'memory' | 'tiered' | 'cluster'): CachePluginOptions {
+  if (variant === 'memory') return {}
+  if (variant === 'tiered') return { redis: redisUrl(), prefix: prefix(), memory: {} }
+  if (variant === 'redis') return { redis: redisUrl(), prefix: prefix() }
+  const nodes = process.env['CLUSTER_NODES']
+  if (nodes === undefined || nodes === '') throw new Error('CLUSTER_NODES is not set')
+  return { redis: { cluster: nodes.split(',') }, prefix: prefix() }
+}
+
 /** Builds the app of one variant; the returned function releases what the variant opened itself. */
 async function build (app: FastifyInstance, variant: Variant): Promise<() => Promise<void>> {
   switch (variant) {
@@ -54,7 +63,8 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
     case 'redis':
     case 'memory':
     case 'tiered':
-      await app.register(cache, variant === 'memory' ? {} : { redis: redisUrl(), prefix: prefix(), ...variant === 'tiered' ? { memory: {} } : {} })
+    case 'cluster':
+      await app.register(cache, pluginOptions(variant))
       slowRoute(app, '/data', true)
       statsRoute(app)
       break
