@@ -197,7 +197,9 @@ export class TieredStore implements CacheStore, BusListener {
     const bytes = value.length + id.length
     if (bytes > this.options.maxBytes || ttlMs <= 0) return
     this.drop(id)
-    this.held.set(id, { value, stamp, tags, expiresAt: Date.now() + Math.min(ttlMs, this.options.ttlMs), bytes })
+    // A reply's Buffer may be a slice of a larger one that holding it would keep alive: maxBytes must bound memory.
+    const own = value.byteLength === value.buffer.byteLength ? value : Buffer.from(value)
+    this.held.set(id, { value: own, stamp, tags, expiresAt: Date.now() + Math.min(ttlMs, this.options.ttlMs), bytes })
     this.bytes += bytes
     for (const tag of tags) {
       let ids = this.byTag.get(tag)
