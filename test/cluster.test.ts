@@ -15,6 +15,7 @@ import { storeContract } from './store-contract'
 import { sleep, until, untilStored } from './helpers/app'
 import { freePort, uniquePrefix } from './helpers/redis'
 import { RedisCluster, deleteByPrefixOnCluster } from './helpers/redis-cluster'
+import { threeProcessesAsOneCache } from './helpers/workers'
 
 const LONG_MS = 60_000
 
@@ -260,6 +261,12 @@ t.test('on a Redis Cluster', async (t) => {
       }, 2000)
     }
     t.pass('every instance serves every new version')
+  })
+
+  await t.test('three processes sharing the cluster behave as one cache', async (t) => {
+    const prefix = uniquePrefix('cluster-processes')
+    t.teardown(() => deleteByPrefixOnCluster(client, prefix))
+    await threeProcessesAsOneCache(t, { CLUSTER_NODES: cluster.startupNodes.map((node) => `${node.host}:${node.port}`).join(','), CACHE_PREFIX: prefix })
   })
 
   // Last: it kills a master.

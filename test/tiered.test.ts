@@ -9,7 +9,7 @@ import { TieredStore } from '../lib/stores/tiered'
 import { ThrottledLog } from '../lib/throttled-log'
 import { sleep, until, untilStored } from './helpers/app'
 import { RedisProcess, type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
-import { startWorker } from './helpers/workers'
+import { threeProcessesAsOneCache } from './helpers/workers'
 import { storeContract } from './store-contract'
 
 const quiet = new ThrottledLog(Fastify().log)
@@ -202,23 +202,5 @@ t.test('three processes sharing one Redis behave as one cache', async (t) => {
   const prefix = uniquePrefix('processes')
   const client = await createClient(t)
   t.teardown(() => deleteByPrefix(client, prefix))
-  t.teardown(() => client.del(`${prefix}-origin:7`))
-  const env = { REDIS_URL: await redisUrl(), CACHE_PREFIX: prefix }
-  const ports = await Promise.all([1, 2, 3].map(() => startWorker(t, 'instance-worker', env)))
-  const read = async (port: number): Promise<{ value: string | null, cache: string | null }> => {
-    const response = await fetch(`http://127.0.0.1:${port}/value/7`)
-    return { value: ((await response.json()) as { value: string | null }).value, cache: response.headers.get('x-cache') }
-  }
-  await fetch(`http://127.0.0.1:${ports[0]}/change/7`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ value: 'v1' }) })
-  for (const port of ports) {
-    await until(`port ${port} hits v1`, async () => { const r = await read(port); return r.value === 'v1' && r.cache === 'HIT' })
-  }
-  for (const [round, value] of ['v2', 'v3', 'v4'].entries()) {
-    const writer = ports[round % 3]
-    await fetch(`http://127.0.0.1:${writer}/change/7`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ value }) })
-    for (const port of ports) await until(`${value} visible on ${port}`, async () => (await read(port)).value === value, 1000)
-  }
-  let computed = 0
-  for (const port of ports) computed += ((await (await fetch(`http://127.0.0.1:${port}/figures`)).json()) as { computed: number }).computed
-  t.ok(computed <= 3 * 4, `each change recomputed at most once per instance (${computed} computations for 4 values on 3 instances)`)
+  await threeProcessesAsOneCache(t, { REDIS_URL: await redisUrl(), CACHE_PREFIX: prefix })
 })
