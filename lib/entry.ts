@@ -14,6 +14,8 @@ export interface HttpEntry {
   vary?: Record<string, string>
   /** Milliseconds the handler took to produce it, for probabilistic early refresh. */
   computeMs?: number
+  /** The body is stored compressed with this coding (see http/encoding.ts). */
+  encoding?: 'br'
 }
 
 /** When the entry stops being fresh, in milliseconds since the epoch. */
@@ -29,6 +31,7 @@ interface EntryMeta {
   e: string
   v?: Record<string, string>
   d?: number
+  z?: 'br'
 }
 
 // Layout: 'H', version, uint32 BE meta length, meta JSON, body. The body stays raw bytes (no base64, no copy on read).
@@ -40,6 +43,7 @@ export function encodeEntry (entry: HttpEntry): Buffer {
   const meta: EntryMeta = { s: entry.status, h: entry.headers, t: entry.storedAt, l: entry.ttl, e: entry.etag }
   if (entry.vary !== undefined) meta.v = entry.vary
   if (entry.computeMs !== undefined) meta.d = entry.computeMs
+  if (entry.encoding !== undefined) meta.z = entry.encoding
   const metaBytes = Buffer.from(JSON.stringify(meta))
   const bytes = Buffer.allocUnsafe(HEAD_BYTES + metaBytes.length + entry.body.length)
   bytes[0] = MARKER
@@ -68,12 +72,14 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
   }
   if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.s) || !isHeaderRecord(meta.h) ||
     typeof meta.t !== 'number' || typeof meta.l !== 'number' || typeof meta.e !== 'string' ||
-    (meta.v !== undefined && !isStringRecord(meta.v)) || (meta.d !== undefined && typeof meta.d !== 'number')) {
+    (meta.v !== undefined && !isStringRecord(meta.v)) || (meta.d !== undefined && typeof meta.d !== 'number') ||
+    (meta.z !== undefined && meta.z !== 'br')) {
     throw new FST_CACHE_CORRUPT_ENTRY('entry metadata has the wrong shape')
   }
   const entry: HttpEntry = { status: meta.s, headers: meta.h, body: bytes.subarray(metaEnd), storedAt: meta.t, ttl: meta.l, etag: meta.e }
   if (meta.v !== undefined) entry.vary = meta.v
   if (meta.d !== undefined) entry.computeMs = meta.d
+  if (meta.z !== undefined) entry.encoding = meta.z
   return entry
 }
 

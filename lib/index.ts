@@ -47,6 +47,7 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
     unkeyedHeaders: options.unkeyedHeaders ?? [],
     sensitive: options.sensitive ?? DEFAULTS.sensitive,
+    compression: options.compression ?? DEFAULTS.compression,
     canEncrypt: options.encryption !== undefined
   }
   const keyRing = options.encryption === undefined ? undefined : KeyRing.from(options.encryption)

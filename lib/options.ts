@@ -1,5 +1,5 @@
 import { Type, type TSchema } from '@sinclair/typebox'
-import { Value } from '@sinclair/typebox/value'
+import { Value, type ValueError } from '@sinclair/typebox/value'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { FST_CACHE_INVALID_OPTION } from './errors'
@@ -29,6 +29,11 @@ export interface CacheBehaviourOptions {
   coalesceWaitMs?: number
   /** Encrypt stored responses (AES-256-GCM, with the plugin's `encryption` keys); plaintext entries are then refused. */
   sensitive?: boolean
+  /**
+   * Store bodies of at least `minBytes` compressed (brotli) in Redis, and send them as they are to clients that accept
+   * brotli; `false` stores every body as it is. Never for sensitive routes, nor in the memory store.
+   */
+  compression?: { minBytes?: number } | false
 }
 
 /** A Redis Cluster for the plugin to connect to: some of its nodes (the rest are discovered), and ioredis options. */
@@ -129,7 +134,10 @@ const behaviour = {
   staleWhileRevalidate: Type.Optional(Seconds),
   staleIfError: Type.Optional(Seconds),
   coalesceWaitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 600000 })),
-  sensitive: Type.Optional(Type.Boolean())
+  sensitive: Type.Optional(Type.Boolean()),
+  compression: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
+    minBytes: Type.Optional(Type.Integer({ minimum: 0 }))
+  }, { additionalProperties: false })]))
 }
 
 export const PluginOptionsSchema = Type.Object({
@@ -195,12 +203,22 @@ export const RouteOptionsSchema = Type.Object({
  */
 export function assertValid (schema: TSchema, value: unknown, prefix = '', owner?: string): void {
   if (Value.Check(schema, value)) return
-  const [error] = Value.Errors(schema, value)
+  const [first] = Value.Errors(schema, value)
+  const error = first === undefined ? undefined : deepest(first)
   const name = prefix + (error?.path ?? '').replace(/^\//, '').replace(/\//g, '.')
   const message = error?.message ?? 'Invalid'
   const expected = message === 'Unexpected property' ? 'not a known option' : message.charAt(0).toLowerCase() + message.slice(1)
   const where = owner === undefined ? '' : `${owner}: `
   throw new FST_CACHE_INVALID_OPTION(`${where}option "${name === '' ? 'options' : name}": ${expected}, got ${describe(error?.value ?? value)}`)
+}
+
+/** For a union (`false` or an object, say), the error of the variant that got furthest, not "expected union value". */
+function deepest (error: ValueError): ValueError {
+  const inner = (error.errors ?? []).flatMap((variant) => {
+    const found = variant.First()
+    return found === undefined ? [] : [deepest(found)]
+  })
+  return inner.reduce((best, candidate) => candidate.path.length > best.path.length ? candidate : best, error)
 }
 
 function describe (value: unknown): string {
@@ -224,6 +242,7 @@ export const DEFAULTS = {
   staleIfError: 0,
   coalesceWaitMs: 10_000,
   sensitive: false,
+  compression: { minBytes: 1024 },
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
   memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 10 },

@@ -1,5 +1,6 @@
 import { type HttpEntry, decodeEntry, freshUntil, isEntryBytes } from './entry'
 import type { GuardedStore } from './guarded-store'
+import { plainBody } from './http/encoding'
 import { type CacheKey, idPattern, keyId, tagId } from './keys'
 import { decodeValue, encodeValue } from './serializer'
 import type { CacheStats, CacheStatsSnapshot } from './stats'
@@ -227,7 +228,7 @@ export class StoreCacheService implements CacheService {
 
 /** An HTTP entry read through the service: its body, JSON-parsed when it is JSON. */
 function bodyValue (entry: HttpEntry): unknown {
-  const text = entry.body.toString('utf8')
+  const text = plainBody(entry).toString('utf8')
   return /json/i.test(String(entry.headers['content-type'] ?? '')) ? JSON.parse(text) : text
 }
 

@@ -75,6 +75,9 @@ t.test('each wrong plugin option throws FST_CACHE_INVALID_OPTION naming the opti
     [{ redis: 6379 }, 'redis', '6379'],
     [{ memory: { maxEntries: 0 } }, 'memory.maxEntries', '0'],
     [{ memory: { maxEntires: 10 } }, 'memory.maxEntires', '10'],
+    [{ memory: { ttl: 0 } }, 'memory.ttl', '0'],
+    [{ compression: { minBytes: -1 } }, 'compression', '-1'],
+    [{ compression: true }, 'compression', 'true'],
     [{ lookup: 'sometimes' }, 'lookup', '"sometimes"'],
     [{ allowBypass: 'yes' }, 'allowBypass', '"yes"']
   ]
@@ -117,7 +120,7 @@ t.test("a route's bad config.cache throws FST_CACHE_INVALID_OPTION naming the ro
     ['/bad-vary', { vary: ['bad header'] }, 'vary', '"bad header"'],
     ['/bad-statuses', { statuses: [503] }, 'statuses', '503'],
     ['/bad-key', { key: '' }, 'key', '""'],
-    ['/bad-tags', { tags: [''] }, 'tags', '[""]']
+    ['/bad-tags', { tags: [''] }, 'tags', '""']
   ]
   for (const [url, config, name, given] of cases) {
     const error = await routeError(t, url, config)

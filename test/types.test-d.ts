@@ -48,8 +48,12 @@ export async function typeChecks (redisClient: Redis, clusterClient: Cluster): P
     lookup: 'onRequest',
     storeTimeoutMs: 250,
     connectTimeoutMs: 2000,
-    memory: { maxEntries: 100, maxBytes: 1 << 20 }
+    memory: { maxEntries: 100, maxBytes: 1 << 20, ttl: 10 },
+    compression: { minBytes: 2048 }
   })
+  await app.register(cache, { compression: false })
+  // @ts-expect-error compression is false or { minBytes }
+  await app.register(cache, { compression: true })
   await app.register(cache, { redis: { host: '127.0.0.1', port: 6379, connectionName: 'x' } })
   await app.register(cache, { redis: redisClient, allowBypass: false })
   // A Redis Cluster: a client (never closed by the plugin), or nodes for the plugin to connect to.

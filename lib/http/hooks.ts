@@ -8,6 +8,7 @@ import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
 import type { StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
+import { compressedEntry, worthCompressing } from './encoding'
 import { Flights } from './flights'
 import type { Leases } from './leases'
 import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
@@ -67,6 +68,8 @@ export class ResponseCache {
   /** Entries decoded from an in-process store's Buffers, which live as long as the entries themselves. */
   private readonly decoded = new WeakMap<Buffer, HttpEntry>()
   private readonly keepsValues: boolean
+  /** The store never leaves the process. */
+  private readonly local: boolean
 
   constructor (
     private readonly guarded: GuardedStore,
@@ -80,6 +83,7 @@ export class ResponseCache {
     private readonly entryKey: (id: string) => string
   ) {
     this.keepsValues = guarded.store.keepsValues === true
+    this.local = guarded.store.local
   }
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
@@ -307,6 +311,8 @@ export class ResponseCache {
     state.capture = capture
     state.settle?.(capture)
     reply.header('etag', etag)
+    // Its hits will be sent brotli-encoded or not, by the request's Accept-Encoding: say so from the first response.
+    if (this.compresses(route, capture)) reply.header('vary', mergeVary(reply.getHeader('vary'), ['accept-encoding']))
     if (headers['cache-control'] === undefined) {
       const cacheControl = cacheControlFor(request, route)
       if (cacheControl !== undefined) reply.header('cache-control', cacheControl)
@@ -345,15 +351,22 @@ export class ResponseCache {
     if (lease !== undefined) written.finally(() => this.leases?.release(state.id, lease)).catch(() => {})
   }
 
+  /** Compressed for Redis only: in memory, every hit of a client without brotli would pay for decompressing. */
+  private compresses (route: CompiledRoute, entry: HttpEntry): boolean {
+    return route.compressMinBytes !== undefined && !this.local && worthCompressing(entry, route.compressMinBytes)
+  }
+
   /** Stores a captured response; resolves false when it was refused or failed (both counted). */
   private async write (state: RequestCacheState, entry: HttpEntry): Promise<boolean> {
     const route = state.route
     // Without a stamp (the read failed) the write is refused: it could otherwise undo an invalidation it never saw.
     const stamp = state.stamp
     if (stamp === undefined) return false
-    const plain = encodeEntry(entry)
-    const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain
+    // A body that cannot be compressed is stored as it is.
+    const stored = this.compresses(route, entry) ? await compressedEntry(entry, route.compressMinBytes ?? 0).catch(() => entry) : entry
     try {
+      const plain = encodeEntry(stored)
+      const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain
       // Kept past its freshness for as long as a stale copy may still be served.
       const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
       const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), route.counters)

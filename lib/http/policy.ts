@@ -111,3 +111,24 @@ export const UNSTORED_HEADERS: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection',
   'content-length', 'date', 'age', 'x-cache', 'set-cookie'
 ])
+
+/**
+ * The codings an Accept-Encoding value accepts (q > 0), lower-cased; `*` stands for any coding not listed
+ * (RFC 9110 12.5.3), so `*` alone accepts br and `br;q=0, *` does not.
+ */
+export function parseAcceptEncoding (value: string | string[] | number | undefined): Set<string> {
+  const accepted = new Set<string>()
+  if (value === undefined) return accepted
+  const refused = new Set<string>()
+  let any = false
+  for (const item of (Array.isArray(value) ? value.join(',') : String(value)).split(',')) {
+    const [name = '', ...params] = item.split(';').map((part) => part.trim().toLowerCase())
+    if (name === '') continue
+    const q = params.find((param) => param.startsWith('q='))
+    const zero = q !== undefined && Number(q.slice(2)) === 0
+    if (name === '*') any = !zero
+    else (zero ? refused : accepted).add(name)
+  }
+  if (any && !refused.has('br')) accepted.add('br')
+  return accepted
+}

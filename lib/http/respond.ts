@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { HttpEntry } from '../entry'
 import { ifNoneMatchMatches } from './conditional'
+import { type Representation, representation } from './encoding'
 import { type Headers, UNSTORED_HEADERS, ageSeconds, isCredentialed, varyNames } from './policy'
 import type { CompiledRoute } from './route'
 
@@ -12,28 +13,35 @@ export function cacheControlFor (request: FastifyRequest, route: CompiledRoute):
   return isCredentialed(request.headers) ? route.cacheControl.credentialed : route.cacheControl.anonymous
 }
 
-/** Sets the status and headers of a stored response on the reply, with age and x-cache. */
-function applyEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute, outcome: CacheOutcome): void {
+/** Sets the status and headers of a stored response on the reply, with age and x-cache; returns the body to send. */
+function applyEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute, outcome: CacheOutcome): Representation {
+  const chosen = representation(entry, request.headers)
   reply.code(entry.status)
   reply.headers(entry.headers)
-  reply.header('etag', entry.etag)
+  reply.header('etag', chosen.etag)
+  if (entry.encoding !== undefined) {
+    reply.header('vary', mergeVary(reply.getHeader('vary'), ['accept-encoding']))
+    if (chosen.encoding !== undefined) reply.header('content-encoding', chosen.encoding)
+  }
   if (entry.headers['cache-control'] === undefined) {
     const cacheControl = cacheControlFor(request, route)
     if (cacheControl !== undefined) reply.header('cache-control', cacheControl)
   }
   reply.header('age', ageSeconds(entry.storedAt, Date.now()))
   reply.header('x-cache', outcome)
+  return chosen
 }
 
 /** Answers a request from a stored response; If-None-Match that matches it gets a 304 without a body. */
 export function serveEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute, outcome: CacheOutcome): void {
-  applyEntry(request, reply, entry, route, outcome)
-  if (ifNoneMatchMatches(request.headers['if-none-match'], entry.etag)) {
+  const chosen = applyEntry(request, reply, entry, route, outcome)
+  if (ifNoneMatchMatches(request.headers['if-none-match'], chosen.etag)) {
     reply.removeHeader('content-type')
+    reply.removeHeader('content-encoding')
     reply.code(304).send()
     return
   }
-  reply.send(entry.body)
+  reply.send(chosen.body)
 }
 
 /**
@@ -42,8 +50,7 @@ export function serveEntry (request: FastifyRequest, reply: FastifyReply, entry:
  */
 export function replaceWithEntry (request: FastifyRequest, reply: FastifyReply, entry: HttpEntry, route: CompiledRoute): Buffer {
   for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name)
-  applyEntry(request, reply, entry, route, 'STALE')
-  return entry.body
+  return applyEntry(request, reply, entry, route, 'STALE').body
 }
 
 /** The headers of a response worth storing: not those of one transfer or one exchange (RFC 9111 3.1). */

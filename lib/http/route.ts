@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { FST_CACHE_INVALID_OPTION } from '../errors'
 import { type CacheKey, keyId, tagId } from '../keys'
-import { type CachePluginOptions, type LookupPhase, type RouteCacheOptions, RouteOptionsSchema, assertValid } from '../options'
+import { type CacheBehaviourOptions, type CachePluginOptions, DEFAULTS, type LookupPhase, type RouteCacheOptions, RouteOptionsSchema, assertValid } from '../options'
 import type { CacheCounters, CacheStats } from '../stats'
 import type { StoragePolicy } from './policy'
 
@@ -32,6 +32,8 @@ export interface CompiledRoute {
   coalesceWaitMs: number
   /** Entries are encrypted, and plaintext ones refused. */
   sensitive: boolean
+  /** Bodies of at least this many bytes are stored compressed; undefined for never. */
+  compressMinBytes: number | undefined
   keyOf (request: FastifyRequest): string
   tagsOf (request: FastifyRequest): string[] | undefined
   /** The raw tag names a successful write invalidates; undefined when the route invalidates nothing. */
@@ -89,6 +91,7 @@ export function compileRoute (
     staleIfErrorMs: (options.staleIfError ?? settings.staleIfError) * 1000,
     coalesceWaitMs: options.coalesceWaitMs ?? settings.coalesceWaitMs,
     sensitive,
+    compressMinBytes: compressMinBytes(options.compression ?? settings.compression, sensitive),
     keyOf: compileKey(options.key, url, vary),
     tagsOf: compileTags(options.tags),
     invalidatesOf: compileInvalidates(options.invalidates)
@@ -100,6 +103,12 @@ export function compileRoute (
  * do what the plugin does; private for credentialed requests, so that no shared cache keeps a per-user answer. A
  * route's own value replaces both; false sends none.
  */
+/** Never for sensitive routes: the size of a compressed secret can tell what it holds (as in BREACH). */
+function compressMinBytes (compression: CacheBehaviourOptions['compression'], sensitive: boolean): number | undefined {
+  if (compression === false || compression === undefined || sensitive) return undefined
+  return compression.minBytes ?? DEFAULTS.compression.minBytes
+}
+
 function compileCacheControl (own: string | false | undefined, ttl: number, staleWhileRevalidate: number, staleIfError: number): CompiledRoute['cacheControl'] {
   if (own !== undefined) {
     const value = own === false ? undefined : own
