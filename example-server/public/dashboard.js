@@ -68,7 +68,7 @@ function render (summary) {
     : (summary.store.usedMemory ? `Redis memory ${summary.store.usedMemory}` : '')
 
   const rows = summary.routes
-    .slice()
+    .filter((route) => route.hits + route.misses + route.stale + route.bypass > 0)
     .sort((a, b) => (b.hits + b.misses) - (a.hits + a.misses))
     .map((route) => `<tr><td>${escapeHtml(route.route)}</td><td>${number(route.hits)}</td><td>${number(route.stale)}</td>` +
       `<td>${number(route.misses)}</td><td>${number(route.bypass)}</td><td>${number(route.errors)}</td>` +
@@ -121,8 +121,12 @@ function drawChart () {
   const bottom = 22
   const plotW = width - left - right
   const plotH = height - top - bottom
-  const max = Math.max(10, ...history_.map((s) => Math.max(s.fromCache, s.dbQueries)))
-  const x = (i) => left + plotW * (i + HISTORY - history_.length) / (HISTORY - 1)
+  const peak = Math.max(10, ...history_.map((s) => Math.max(s.fromCache, s.dbQueries)))
+  const step = Math.pow(10, Math.floor(Math.log10(peak)))
+  const max = Math.ceil(peak / step) * step
+  // the window grows to HISTORY seconds, so that a young chart is not squeezed to the right
+  const span = Math.min(HISTORY, Math.max(30, history_.length))
+  const x = (i) => left + plotW * (i + span - history_.length) / (span - 1)
   const y = (v) => top + plotH * (1 - v / max)
   g.strokeStyle = '#1e293b'
   g.fillStyle = '#94a3b8'
@@ -136,7 +140,7 @@ function drawChart () {
     g.fillText(String(Math.round(v)), 4, y(v) + 4)
     g.fillText(`${i * 25}%`, left + plotW + 6, y(v) + 4)
   }
-  g.fillText(`last ${HISTORY} s`, left, height - 6)
+  g.fillText(`last ${span} s`, left, height - 6)
   const line = (values, color, scale) => {
     g.strokeStyle = color
     g.lineWidth = 2
