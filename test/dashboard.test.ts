@@ -14,6 +14,9 @@ import t from 'tap'
 import { type ExampleApp, buildApp } from '../example-server/app'
 import { runLoad } from '../example-server/load-demo'
 
+// A browser and a PGlite, on a busy CI machine, take longer than tap's default per file.
+t.setTimeout(120_000)
+
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium'
 const ADMIN = 'dashboard-test-admin-token-0123456789'
 const SCREENSHOT = join(__dirname, '..', 'docs', 'dashboard.png')

@@ -16,6 +16,9 @@ import { SERVER_TEST_TIMEOUT_MS, runUntilExit, startServer, waitForStored } from
 import type { Redis } from 'ioredis'
 import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
+// Three `npm start` processes and a PGlite, on a busy CI machine, take longer than tap's default per file.
+t.setTimeout(180_000)
+
 const ADMIN = 'test-admin-token-0123456789'
 // In the small dataset, u1 and u2 belong to ws1 only, u6 and u10 to ws2 only.
 const WS1_USER = 'u1'
