@@ -97,12 +97,15 @@ interface ServerProcess {
   killNow (): void
 }
 
+/** The example server's routes need a bearer token; the operators' token reads every workspace and /cache/stats. */
+const ADMIN_TOKEN = 'bench-admin-token-0123456789'
+
 async function startServer (redisUrl: string, logFile: string): Promise<ServerProcess> {
   const port = await freePort()
   const logFd = openSync(logFile, 'a')
   const child: ChildProcess = spawn('sh', ['-c', WRAPPER_SCRIPT, 'server-wrapper', process.execPath, '--import', 'tsx', join('example-server', 'server.ts')], {
     cwd: ROOT,
-    env: { ...process.env, REDIS_URL: redisUrl, PORT: String(port), HOST },
+    env: { ...process.env, REDIS_URL: redisUrl, PORT: String(port), HOST, ADMIN_TOKEN, DATASET_SIZE: 'small', WARM_ON_START: '0' },
     stdio: ['pipe', logFd, logFd, 'pipe']
   })
   closeSync(logFd)
@@ -172,7 +175,7 @@ function tail (file: string, chars = 3000): string {
 }
 
 async function get (port: number, path: string): Promise<{ status: number, headers: Headers, body: string }> {
-  const response = await fetch(`http://${HOST}:${port}${path}`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) })
+  const response = await fetch(`http://${HOST}:${port}${path}`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   return { status: response.status, headers: response.headers, body: await response.text() }
 }
 

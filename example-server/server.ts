@@ -1,11 +1,19 @@
 /**
- * Starts the demo: `npm start`. The in-memory store by default; Redis when REDIS_URL is set.
+ * Starts the demo: `npm start`. The in-memory store by default; Redis when REDIS_URL is set. PGlite (PostgreSQL in
+ * this process) by default; PostgreSQL when DATABASE_URL is set (the tables go in the schema DATABASE_SCHEMA,
+ * `example_analytics` by default, which the example owns: it is recreated and reseeded at every start).
+ * DATASET_SIZE: small, medium (the default, about 300,000 agent runs) or large.
+ * ADMIN_TOKEN: the operators' token (at least 16 characters) for /cache/* and the dashboard; a random one otherwise.
+ * CACHE_PREFIX: the namespace of the cache keys (`example` by default).
+ * WARM_ON_START=0 turns off warming the active workspaces' dashboards after start.
  * Listens on PORT (3000) and HOST (127.0.0.1).
  * CACHE_ENCRYPTION_KEYS: comma-separated keys (base64 of 32 random bytes, `openssl rand -base64 32`), newest first,
  * that encrypt the cache entries of the sensitive route; without it, that route is served uncached. Keys come from
  * the environment (or a secret manager), never from source, and are never logged.
  */
 import { buildApp } from './app'
+import { redactedUrl } from './db/database'
+import { datasetSize } from './db/dataset'
 
 function portFrom (value: string | undefined): number {
   if (value === undefined || value === '') return 3000
@@ -15,15 +23,7 @@ function portFrom (value: string | undefined): number {
 }
 
 /** The URL without its credentials, for the log. */
-function redacted (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return '(unparsable REDIS_URL)'
-  }
-}
+const redacted = redactedUrl
 
 /** The keys in CACHE_ENCRYPTION_KEYS, newest first; blanks around commas are ignored. The plugin validates them. */
 function encryptionKeysFrom (value: string | undefined): string[] {
@@ -35,8 +35,14 @@ async function main (): Promise<void> {
   const host = process.env['HOST'] || '127.0.0.1'
   const redisUrl = process.env['REDIS_URL'] || undefined
   const encryptionKeys = encryptionKeysFrom(process.env['CACHE_ENCRYPTION_KEYS'])
+  const databaseUrl = process.env['DATABASE_URL'] || undefined
+  const databaseSchema = process.env['DATABASE_SCHEMA'] || undefined
+  const dataset = datasetSize(process.env['DATASET_SIZE'])
+  const adminToken = process.env['ADMIN_TOKEN'] || undefined
+  const warmOnStart = process.env['WARM_ON_START'] !== '0'
+  const prefix = process.env['CACHE_PREFIX'] || undefined
 
-  const app = await buildApp({ redisUrl, encryptionKeys, logger: true })
+  const app = await buildApp({ redisUrl, prefix, encryptionKeys, databaseUrl, databaseSchema, dataset, adminToken, warmOnStart, logger: true })
   let closing = false
   const shutdown = (signal: NodeJS.Signals): void => {
     if (closing) return
@@ -57,11 +63,17 @@ async function main (): Promise<void> {
       address,
       store: store.kind,
       ...(redisUrl === undefined ? {} : { redis: redacted(redisUrl) }),
+      database: databaseUrl === undefined ? 'pglite' : redacted(databaseUrl),
+      dataset: { size: dataset, ...app.seeded },
       // how many keys, never the keys
       sensitiveRoutes: encryptionKeys.length > 0 ? `encrypted (${encryptionKeys.length} key${encryptionKeys.length === 1 ? '' : 's'})` : 'uncached'
     },
     `example server listening at ${address}, caching in ${redisUrl === undefined ? 'memory' : 'redis'}`
   )
+  // The token goes in the fragment, which the browser never sends: it stays out of access logs.
+  app.log.info(adminToken === undefined
+    ? `dashboard: ${address}/#token=${app.adminToken} (a random admin token for this run; set ADMIN_TOKEN to choose one)`
+    : `dashboard: ${address}/ (admin token from ADMIN_TOKEN)`)
 }
 
 main().catch((error: unknown) => {

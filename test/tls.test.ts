@@ -163,17 +163,21 @@ t.test('mutual TLS: without a client certificate the app serves uncached; with o
 
 t.test('npm start with a rediss:// REDIS_URL and the CA in NODE_EXTRA_CA_CERTS caches over TLS', { timeout: SERVER_TEST_TIMEOUT_MS }, async (t) => {
   const admin = await adminClient(t)
-  const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: server.url, NODE_EXTRA_CA_CERTS: certificates.files.ca }
-  delete env['CACHE_ENCRYPTION_KEYS']
+  const adminToken = 'tls-test-admin-token-0123456789'
+  const env: Record<string, string | undefined> = {
+    ...process.env, REDIS_URL: server.url, NODE_EXTRA_CA_CERTS: certificates.files.ca, ADMIN_TOKEN: adminToken, DATASET_SIZE: 'small', WARM_ON_START: '0'
+  }
+  for (const name of ['CACHE_ENCRYPTION_KEYS', 'DATABASE_URL', 'CACHE_PREFIX']) delete env[name]
+  const headers = { authorization: `Bearer ${adminToken}` }
   const app = await startServer(t, env)
   t.match(app.output(), '"store":"redis"')
   t.notMatch(app.output(), 'cache redis connection error')
   const path = '/executive/overview?workspace_id=ws1&timeframe=7d'
-  const first = await fetch(`${app.base}${path}`)
+  const first = await fetch(`${app.base}${path}`, { headers })
   t.equal(first.headers.get('x-cache'), 'MISS')
   const body = await first.text()
-  await waitForStored(app.base, 1)
-  const second = await fetch(`${app.base}${path}`)
+  await waitForStored(app.base, 1, adminToken)
+  const second = await fetch(`${app.base}${path}`, { headers })
   t.equal(second.headers.get('x-cache'), 'HIT')
   t.equal(await second.text(), body)
   t.ok((await keysUnder(admin, 'example')).length > 0, 'the entry is in the TLS server')

@@ -65,11 +65,11 @@ export async function startServer (t: Teardownable, env: Record<string, string |
   }
 }
 
-/** Polls /cache/stats until the server has stored `count` responses. */
-export async function waitForStored (base: string, count: number): Promise<void> {
+/** Polls /cache/stats (with the admin token) until the server has stored `count` responses. */
+export async function waitForStored (base: string, count: number, adminToken: string): Promise<void> {
   const deadline = Date.now() + 5000
   for (;;) {
-    const stats = await (await fetch(`${base}/cache/stats`)).json() as { stored: number }
+    const stats = await (await fetch(`${base}/cache/stats`, { headers: { authorization: `Bearer ${adminToken}` } })).json() as { stored: number }
     if (stats.stored >= count) return
     if (Date.now() > deadline) throw new Error(`fewer than ${count} responses stored within 5 s`)
     await sleep(10)
