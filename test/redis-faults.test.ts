@@ -388,7 +388,8 @@ t.test('6. OOM (maxmemory 2mb, noeviction): served uncached, writes counted as e
 t.test('7. evictions (allkeys-lru): invalidateTags still makes every tagged entry a miss', async (t) => {
   const proc = await redisProcess(t, ['--maxmemory', '2mb', '--maxmemory-policy', 'allkeys-lru'])
   // No breaker: a write refused now and then must not turn the reads this test makes into circuit-open misses.
-  const fa = await faultApp(t, proc.url, { circuitBreaker: false })
+  // Bodies stored as produced: compressed, the padded responses would never fill 2 MB.
+  const fa = await faultApp(t, proc.url, { circuitBreaker: false, compression: false })
   const raw = rawClient(t, proc)
   const service = fa.app.cacheService
   const keys: string[] = []
