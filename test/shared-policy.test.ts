@@ -47,7 +47,7 @@ t.test('HTTP-date: the IMF-fixdate and obsolete formats; junk is undefined', asy
   t.equal(parseHttpDate('Sun, 29 Nov 2026 12:00:00 GMT'), NOW)
   t.equal(parseHttpDate('Sunday, 29-Nov-26 12:00:00 GMT'), NOW, 'RFC 850')
   t.equal(parseHttpDate('Sun Nov 29 12:00:00 2026'), NOW - new Date(NOW).getTimezoneOffset() * 60000, 'asctime')
-  for (const bad of ['0', '-1', 'soon', '', undefined, ['a', 'b']] as const) t.equal(parseHttpDate(bad), undefined, `${String(bad)}`)
+  for (const bad of ['0', '-1', 'soon', '', undefined, ['a', 'b']] satisfies Headers[string][]) t.equal(parseHttpDate(bad), undefined, `${String(bad)}`)
 })
 
 t.test('3 storing: what a shared cache may store', async (t) => {
