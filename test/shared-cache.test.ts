@@ -3,6 +3,7 @@
 // Grouped by section of RFC 9111 (and RFC 5861, 9211, 9213), written from the RFCs' text.
 import type { IncomingMessage } from 'node:http'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import replyFrom from '@fastify/reply-from'
 import t from 'tap'
 import type { CachePluginOptions, RouteCacheOptions } from '../lib/index'
 import { STORE_KINDS, cachedApp, sleep, until, untilStored, type StoreKind } from './helpers/app'
@@ -150,6 +151,26 @@ for (const kind of STORE_KINDS) {
       t.equal(head.headers['x-cache'], 'HIT')
       t.equal(head.body, '')
       t.equal(origin.count('HEAD'), 0)
+    })
+
+    t.test('a streamed upstream body (@fastify/reply-from) is read whole and stored; one over maxEntryBytes streams on', async (t) => {
+      const origin = await startOrigin(t, (request) => ({
+        headers: { ...TEXT, 'cache-control': 'max-age=60' },
+        body: request.url === '/big' ? 'x'.repeat(5000) : 'small'
+      }))
+      const app = await cachedApp(t, kind, { maxEntryBytes: 1000 })
+      await app.register(replyFrom, { base: origin.url })
+      app.get('/*', { config: { cache: { mode: 'shared' } } }, (request, reply) => { reply.from(request.url) })
+      const small = await app.inject('/small')
+      t.equal(small.body, 'small')
+      t.equal(small.headers['cache-status'], 'fastify-response-cache; fwd=uri-miss; fwd-status=200; stored')
+      await untilStored(app)
+      t.equal((await app.inject('/small')).headers['x-cache'], 'HIT')
+      const big = await app.inject('/big')
+      t.equal(big.body, 'x'.repeat(5000), 'every byte, those read and the rest')
+      t.equal(big.headers['cache-status'], 'fastify-response-cache; fwd=uri-miss; fwd-status=200; detail=too-large')
+      t.equal((await app.inject('/big')).headers['x-cache'], 'MISS')
+      t.equal(origin.count(), 3)
     })
 
     t.test('RFC 9111 4.2: freshness', async (t) => {

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import type {
   FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
 } from 'fastify'
@@ -17,7 +18,7 @@ import {
 } from './respond'
 import { type CompiledRoute, mayBypass, undeclaredQuery, unstorableRequest, wantsBypass } from './route'
 import {
-  type CacheValidators, type RequestDirectives, designates, mayServeOnError, requestDirectives, responseDirectives,
+  type CacheValidators, type Directives, type RequestDirectives, designates, mayServeOnError, requestDirectives, responseDirectives,
   reuseOf, sharedFreshness, sharedUnstorableReason, updatedHeaders, validatorsOf, withheldFields
 } from './shared-policy'
 import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
@@ -438,6 +439,8 @@ export class ResponseCache {
       if (storable) state.capture = entry
       state.settle?.(refreshed)
       state.outcome = 'REVALIDATED'
+      // The 304's own (empty) body stream, if any, is drained so that its connection is released.
+      if (payload instanceof Readable) payload.resume()
       const body = replaceWithEntry(request, reply, entry, route, 'REVALIDATED')
       reply.header('cache-status', forwardStatus(forward, 304, storable))
       if (clientNotModified(request, entry.etag, entry.headers['last-modified'], route)) {
@@ -455,23 +458,49 @@ export class ResponseCache {
     const facts = { status, headers, directives, targeted }
     const reason = state.noStore ?? (request.method !== 'GET'
       ? 'method'
-      : body === undefined
-        ? 'stream'
-        : body.length > route.storage.maxEntryBytes
-          ? 'too-large'
-          : headers['set-cookie'] !== undefined ? 'set-cookie' : sharedUnstorableReason({ ...facts, requestHeaders: request.headers }))
-    const upstreamStatus = headers['cache-status']
-    if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
-    if (reason !== undefined || body === undefined) {
-      state.settle?.(undefined)
-      if (reason !== 'method') this.stats.skip(reason ?? 'stream', route.counters)
-      reply.header('cache-status', appendStatus(upstreamStatus, forwardStatus(forward, status, false, reason)))
-      if (state.warm === true) reply.header(STORED_HEADER, '0')
-      return done(null, payload)
+      : body !== undefined && body.length > route.storage.maxEntryBytes
+        ? 'too-large'
+        : headers['set-cookie'] !== undefined ? 'set-cookie' : sharedUnstorableReason({ ...facts, requestHeaders: request.headers }))
+    if (reason === undefined && body === undefined && payload instanceof Readable) {
+      // A proxy's body is often a stream: a storable one is read whole (up to maxEntryBytes) so that it can be stored.
+      readUpTo(payload, route.storage.maxEntryBytes).then((read) => {
+        if (Buffer.isBuffer(read)) return this.captureShared(request, reply, state, read, facts, now, done)
+        this.notCaptured(request, reply, state, 'too-large', done, read)
+      }, (error: Error) => {
+        state.settle?.(undefined)
+        done(error)
+      })
+      return
     }
+    if (reason !== undefined || body === undefined) return this.notCaptured(request, reply, state, reason ?? 'stream', done, payload)
+    this.captureShared(request, reply, state, body, facts, now, done)
+  }
+
+  /** Sends a shared-mode response that is not stored, saying why in Cache-Status. */
+  private notCaptured (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, reason: string,
+    done: (error: Error | null, payload?: unknown) => void, payload: unknown
+  ): void {
+    const route = state.route
+    state.settle?.(undefined)
+    if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
+    if (reason !== 'method') this.stats.skip(reason, route.counters)
+    reply.header('cache-status', appendStatus(reply.getHeader('cache-status'), forwardStatus(state.forward ?? 'uri-miss', reply.statusCode, false, reason)))
+    if (state.warm === true) reply.header(STORED_HEADER, '0')
+    done(null, payload)
+  }
+
+  /** Captures a storable shared-mode response, with the freshness its headers give it, and sends it. */
+  private captureShared (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, body: Buffer,
+    facts: { status: number, headers: Headers, directives: Directives, targeted: boolean }, now: number,
+    done: (error: Error | null, payload?: unknown) => void
+  ): void {
+    const route = state.route
+    const { status, headers, directives } = facts
     const originEtag = headers.etag !== undefined
     const etag = originEtag ? String(headers.etag) : etagFor(body)
-    const freshness = sharedFreshness(facts, requestTime, now)
+    const freshness = sharedFreshness(facts, state.forwardedAt ?? now, now)
     const capture: HttpEntry = {
       status, headers: storedHeaders(headers, { withheld: withheldFields(directives) }), body, etag, ...freshness
     }
@@ -482,13 +511,13 @@ export class ResponseCache {
     state.settle?.(capture)
     // A made-up validator still answers the client's If-None-Match; it is never sent upstream.
     if (!originEtag) reply.header('etag', etag)
-    reply.header('cache-status', appendStatus(upstreamStatus, forwardStatus(forward, status, true)))
+    reply.header('cache-status', appendStatus(headers['cache-status'], forwardStatus(state.forward ?? 'uri-miss', status, true)))
     if (clientNotModified(request, etag, headers['last-modified'], route)) {
       reply.removeHeader('content-type')
       reply.code(304)
       return done(null, EMPTY)
     }
-    this.finishShared(state, reply, payload, done)
+    this.finishShared(state, reply, body, done)
   }
 
   /**
@@ -565,14 +594,39 @@ export class ResponseCache {
 }
 
 /**
+ * Reads a stream whole when it holds at most `limit` bytes; otherwise a stream of the same bytes (those read, then
+ * the rest), to be sent as it is.
+ */
+async function readUpTo (stream: Readable, limit: number): Promise<Buffer | Readable> {
+  const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>
+  const chunks: Buffer[] = []
+  let size = 0
+  for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+    const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : next.value
+    chunks.push(chunk)
+    size += chunk.length
+    if (size > limit) {
+      return Readable.from((async function * () {
+        yield * chunks
+        for (let rest = await iterator.next(); rest.done !== true; rest = await iterator.next()) yield rest.value
+      })())
+    }
+  }
+  return Buffer.concat(chunks, size)
+}
+
+/**
  * How long the store keeps an entry: past its freshness for as long as a stale copy may still be served, by the
  * route's windows (app mode), or by the response's own windows and the time kept for revalidation (shared mode).
  */
 function retentionMs (route: CompiledRoute, entry: HttpEntry): number {
   if (route.shared === undefined) return route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
   const windows = Math.max((entry.staleWhileRevalidate ?? 0) * 1000, (entry.staleIfError ?? 0) * 1000, route.shared.keepStaleMs)
-  return freshUntil(entry) - Date.now() + windows
+  // An origin may say a year or more; no entry outlives the longest ttl app mode accepts.
+  return Math.min(freshUntil(entry) - Date.now() + windows, LONGEST_RETENTION_MS)
 }
+
+const LONGEST_RETENTION_MS = 365 * 24 * 3600 * 1000
 
 /**
  * Refresh-ahead when the entry is within the route's window of expiry, or XFetch: refresh when
