@@ -46,8 +46,16 @@ t.test('1.2.2 delta-seconds: digits only, capped at 2^31', async (t) => {
 t.test('HTTP-date: the IMF-fixdate and obsolete formats; junk is undefined', async (t) => {
   t.equal(parseHttpDate('Sun, 29 Nov 2026 12:00:00 GMT'), NOW)
   t.equal(parseHttpDate('Sunday, 29-Nov-26 12:00:00 GMT'), NOW, 'RFC 850')
-  t.equal(parseHttpDate('Sun Nov 29 12:00:00 2026'), NOW - new Date(NOW).getTimezoneOffset() * 60000, 'asctime')
-  for (const bad of ['0', '-1', 'soon', '', undefined, ['a', 'b']] satisfies Headers[string][]) t.equal(parseHttpDate(bad), undefined, `${String(bad)}`)
+  t.equal(parseHttpDate('Sun Nov 29 12:00:00 2026'), NOW, 'asctime, which is in GMT')
+  t.equal(parseHttpDate('Sun Nov  1 12:00:00 2026'), Date.parse('Sun, 01 Nov 2026 12:00:00 GMT'), 'asctime pads the day with a space')
+  t.equal(parseHttpDate('  Sun, 29 Nov 2026 12:00:00 GMT '), NOW, 'surrounding whitespace')
+  t.equal(parseHttpDate('Sunday, 29-Nov-99 12:00:00 GMT'), Date.parse('Sun, 29 Nov 1999 12:00:00 GMT'), 'RFC 850: a year more than 50 years ahead is in the past')
+  const invalid = [
+    '0', '-1', 'soon', '', undefined, ['a', 'b'], '2026-11-29T12:00:00Z', 'Sun, 29 Nov 2026 12:00:00 UTC',
+    'Sun, 29 Nov 2026 12:00:00 CET', 'Sun 29 Nov 2026 12:00:00 GMT', 'Sun, 29 nov 2026 12:00:00 GMT',
+    'Sun, 31 Feb 2026 12:00:00 GMT', 'Sun, 29 Nov 2026 25:00:00 GMT', 'Sun, 29 Nov 26 12:00:00 GMT', '1764417600'
+  ] satisfies Headers[string][]
+  for (const bad of invalid) t.equal(parseHttpDate(bad), undefined, `${String(bad)}`)
 })
 
 t.test('3 storing: what a shared cache may store', async (t) => {
@@ -104,6 +112,7 @@ t.test('4.2.1 freshness lifetime: s-maxage, then max-age, then Expires - Date', 
   t.equal(lifetime({ expires: http(NOW + 30_000) }), 30, 'from the response time without Date')
   t.equal(lifetime({ expires: http(NOW - 30_000), date: http(NOW) }), 0, 'in the past')
   t.equal(lifetime({ expires: '0' }), 0, 'an invalid Expires means already expired (5.3)')
+  t.equal(lifetime({ expires: new Date(NOW + 60_000).toISOString() }), 0, 'so does a date in another format')
   t.equal(lifetime({ 'cache-control': 'max-age=abc' }), 0, 'an invalid max-age means stale (4.2.1)')
   t.equal(lifetime({ 'cache-control': 'max-age=60, max-age=10' }), 60, 'the first of duplicated directives')
   t.equal(lifetime({ 'cache-control': 'max-age="30"' }), 30, 'a quoted value is accepted')

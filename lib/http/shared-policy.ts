@@ -38,14 +38,47 @@ export function deltaSeconds (argument: string | true | undefined): number | und
   return Math.min(Number(argument), DELTA_SECONDS_MAX)
 }
 
-/** An HTTP-date (RFC 9110 5.6.7) in milliseconds, or undefined when absent or invalid. */
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+const IMF_FIXDATE = /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{2}) ([A-Z][a-z]{2}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/
+const RFC_850 = /^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\d{2})-([A-Z][a-z]{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/
+const ASCTIME = /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/
+
+/**
+ * An HTTP-date (RFC 9110 5.6.7) in milliseconds, or undefined when absent or not one of its three formats: the
+ * IMF-fixdate, the obsolete RFC 850 (a two-digit year more than 50 years ahead is in the past) and asctime (GMT).
+ */
 export function parseHttpDate (value: Headers[string]): number | undefined {
   if (value === undefined || Array.isArray(value)) return undefined
-  const text = String(value).trim()
-  // Date.parse accepts too much (a bare number is a year): insist on a weekday or month name, as the three formats have.
-  if (!/[A-Za-z]{3}/.test(text)) return undefined
-  const time = Date.parse(text)
-  return Number.isNaN(time) ? undefined : time
+  const fields = dateFields(String(value).trim())
+  if (fields === undefined) return undefined
+  const { year, monthName, day, hours, minutes, seconds } = fields
+  const month = MONTHS.indexOf(monthName)
+  if (month === -1 || day < 1 || hours > 23 || minutes > 59 || seconds > 60) return undefined
+  const time = Date.UTC(year, month, day, hours, minutes, Math.min(seconds, 59))
+  // Date.UTC rolls 31 Feb over into March: such a date is not one.
+  return new Date(time).getUTCDate() === day ? time : undefined
+}
+
+interface DateFields { year: number, monthName: string, day: number, hours: number, minutes: number, seconds: number }
+
+function dateFields (text: string): DateFields | undefined {
+  const fixdate = IMF_FIXDATE.exec(text)
+  if (fixdate !== null) return fieldsOf(Number(fixdate[3]), fixdate[2], fixdate[1], fixdate.slice(4, 7))
+  const rfc850 = RFC_850.exec(text)
+  if (rfc850 !== null) {
+    const now = new Date().getUTCFullYear()
+    let year = Math.floor(now / 100) * 100 + Number(rfc850[3])
+    if (year > now + 50) year -= 100
+    return fieldsOf(year, rfc850[2], rfc850[1], rfc850.slice(4, 7))
+  }
+  const asctime = ASCTIME.exec(text)
+  if (asctime !== null) return fieldsOf(Number(asctime[6]), asctime[1], asctime[2], asctime.slice(3, 6))
+  return undefined
+}
+
+function fieldsOf (year: number, monthName: string, day: string, time: string[]): DateFields {
+  const [hours, minutes, seconds] = time.map(Number)
+  return { year, monthName, day: Number(day.trim()), hours, minutes, seconds }
 }
 
 export type SharedUnstorableReason =
@@ -255,7 +288,10 @@ export function mayServeOnError (entry: SharedFreshness, now: number): boolean {
   return now < entry.storedAt + (entry.ttl + entry.staleIfError) * 1000
 }
 
-/** Header fields a 304 never replaces in the stored response (RFC 9111 3.2): those of the exchange, and the framing. */
+/**
+ * Header fields a 304 never replaces in the stored response (RFC 9111 3.2): those of the exchange, and those that
+ * describe the stored content, which a 304 has none of (a framework may give its empty body a Content-Type).
+ */
 const NOT_UPDATED: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection',
   'content-length', 'content-encoding', 'content-type', 'content-range', 'x-cache', 'cache-status', 'set-cookie', 'age'
