@@ -496,6 +496,32 @@ for (const kind of STORE_KINDS) {
   })
 }
 
+t.test('app-mode and shared-mode routes side by side: app mode keeps its own headers and semantics', async (t) => {
+  const origin = await startOrigin(t, versioned({ 'cache-control': 'no-store' }))
+  const app = await cachedApp(t, 'memory')
+  proxyTo(app, origin)
+  let calls = 0
+  app.get('/app-mode', { config: { cache: { ttl: 30 } } }, async (_request, reply) => {
+    reply.header('cache-control', 'no-cache')
+    return { calls: ++calls }
+  })
+  app.get('/app-default', { config: { cache: true } }, async () => 'default')
+  await app.inject('/app-mode')
+  await app.inject('/app-default')
+  await untilStored(app, 2)
+  const hit = await app.inject({ url: '/app-mode', headers: { 'cache-control': 'no-cache' } })
+  t.equal(hit.headers['x-cache'], 'HIT', 'the ttl decides in app mode, not the handler\'s no-cache nor the client\'s')
+  t.equal(hit.headers['cache-status'], undefined, 'no Cache-Status in app mode')
+  t.equal(calls, 1)
+  const plain = await app.inject('/app-default')
+  t.equal(plain.headers['cache-control'], 'public, max-age=60', 'the plugin\'s Cache-Control in app mode')
+  t.equal((await app.inject({ method: 'POST', url: '/app-default' })).statusCode, 200, 'answered by the gateway\'s write route')
+  t.equal((await app.inject('/app-default')).headers['x-cache'], 'HIT', 'app-mode entries carry no URL tag: only their own tags invalidate them')
+  const proxied = await app.inject('/elsewhere')
+  t.equal(proxied.headers['cache-control'], 'no-store', 'the origin\'s in shared mode')
+  t.match(proxied.headers['cache-status'], /detail=no-store$/)
+})
+
 t.test('shared mode refuses the options of app mode, and app mode those of shared mode', async (t) => {
   const app = await cachedApp(t, 'memory')
   for (const option of [{ ttl: 5 }, { cacheControl: 'public' }, { staleWhileRevalidate: 5 }, { statuses: [200] }]) {
