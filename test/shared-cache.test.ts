@@ -302,6 +302,24 @@ for (const kind of STORE_KINDS) {
         t.equal(origin.count(), 1)
       })
 
+      t.test('4.3.4 a 304 that now says no-store: the stored body is served with the new headers, and not stored again', async (t) => {
+        const { app, origin, get } = await setup(t, kind, (_request, index) => index === 0
+          ? { headers: { ...TEXT, etag: '"e"', 'cache-control': 'max-age=0' }, body: 'body' }
+          : { status: 304, headers: { etag: '"e"', 'cache-control': 'no-store', 'x-round': String(index) } })
+        await get('/ns')
+        await untilStored(app)
+        const response = await get('/ns')
+        t.equal(response.statusCode, 200)
+        t.equal(response.body, 'body')
+        t.equal(response.headers['cache-control'], 'no-store')
+        t.equal(response.headers['x-round'], '1')
+        t.equal(response.headers['cache-status'], 'fastify-response-cache; fwd=stale; fwd-status=304')
+        await sleep(30)
+        t.equal((await app.cacheService.stats()).stored, 1, 'not stored again')
+        t.equal((await get('/ns')).headers['x-round'], '2', 'the old entry is validated again')
+        t.equal(origin.count(), 3)
+      })
+
       t.test('4.3.4 a 304 for another representation does not refresh the entry', async (t) => {
         const { app, get } = await setup(t, kind, (_request, index) => index === 0
           ? { headers: { ...TEXT, etag: '"old"', 'cache-control': 'max-age=0' }, body: 'old' }

@@ -433,11 +433,9 @@ export class ResponseCache {
     const validating = state.validating
     let headers = reply.getHeaders() as Headers
     if (validating !== undefined && status === 304 && designates(headers.etag, validating.originEtag === true ? validating.etag : undefined)) {
-      const refreshed = this.refreshed(request, validating, headers, requestTime, now, route)
-      const storable = refreshed !== undefined
-      const entry = refreshed ?? validating
+      const { entry, storable } = this.refreshed(request, validating, headers, requestTime, now, route)
       if (storable) state.capture = entry
-      state.settle?.(refreshed)
+      state.settle?.(storable ? entry : undefined)
       state.outcome = 'REVALIDATED'
       // The 304's own (empty) body stream, if any, is drained so that its connection is released.
       if (payload instanceof Readable) payload.resume()
@@ -522,15 +520,15 @@ export class ResponseCache {
 
   /**
    * The stored response with the header fields of the 304 that confirmed it and the freshness they give (RFC 9111
-   * 4.3.4), or undefined when the updated response may no longer be stored.
+   * 4.3.4), and whether it may still be stored (the 304 may say no-store now).
    */
   private refreshed (
     request: FastifyRequest, stored: HttpEntry, notModified: Headers, requestTime: number, now: number, route: CompiledRoute
-  ): HttpEntry | undefined {
+  ): { entry: HttpEntry, storable: boolean } {
     const headers = updatedHeaders(stored.headers, notModified)
     const { directives, targeted } = responseDirectives(headers, route.shared!.targeted)
     const facts = { status: stored.status, headers, directives, targeted }
-    if (headers['set-cookie'] !== undefined || sharedUnstorableReason({ ...facts, requestHeaders: request.headers }) !== undefined) return undefined
+    const storable = notModified['set-cookie'] === undefined && sharedUnstorableReason({ ...facts, requestHeaders: request.headers }) === undefined
     // The 304's own Age and Date say how old the confirmation is (RFC 9111 4.2.3).
     const freshness = sharedFreshness({ ...facts, headers: { ...headers, age: notModified.age } }, requestTime, now)
     const entry: HttpEntry = {
@@ -538,7 +536,7 @@ export class ResponseCache {
     }
     if (stored.originEtag === true) entry.originEtag = true
     if (stored.vary !== undefined) entry.vary = stored.vary
-    return entry
+    return { entry, storable }
   }
 
   /** Sends the payload; a warming request first waits for the write, so that it can say whether it was stored. */
