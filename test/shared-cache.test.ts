@@ -483,6 +483,24 @@ for (const kind of STORE_KINDS) {
         t.equal(origin.count(), 2)
       })
 
+      t.test('3 with @fastify/reply-from: the background revalidation forwards the validators, never the warm token', async (t) => {
+        const origin = await startOrigin(t, (request, index) => request.headers['if-none-match'] === '"w"'
+          ? { status: 304, headers: { etag: '"w"', 'cache-control': 'max-age=60' } }
+          : { headers: { ...TEXT, etag: '"w"', 'cache-control': 'max-age=1, stale-while-revalidate=60', age: '1' }, body: `v${index + 1}` })
+        const app = await cachedApp(t, kind)
+        await app.register(replyFrom, { base: origin.url })
+        app.get('/*', { config: { cache: { mode: 'shared' } } }, (request, reply) => {
+          reply.from(request.url, { rewriteRequestHeaders: (request, headers) => ({ ...headers, ...request.cacheValidators }) })
+        })
+        await app.inject('/warm')
+        await untilStored(app)
+        t.equal((await app.inject('/warm')).headers['x-cache'], 'STALE')
+        await until('revalidated in the background', async () => (await app.inject('/warm')).headers['x-cache'] === 'HIT')
+        t.equal(origin.count(), 2)
+        t.equal(origin.requests[1].headers['if-none-match'], '"w"')
+        t.notOk(origin.requests.some((request) => request.headers['x-cache-warm'] !== undefined), 'the token stayed in the process')
+      })
+
       t.test('4 stale-if-error: a stale response answers in place of a failure', async (t) => {
         const { app, get } = await setup(t, kind, (_request, index) => index === 0
           ? { headers: { ...TEXT, 'cache-control': 'max-age=1, stale-if-error=60', age: '1' }, body: 'last good' }

@@ -164,6 +164,8 @@ export class ResponseCache {
       return false
     }
     const warming = isWarmRequest(request)
+    // A proxy forwards the request's headers upstream: the process's warm token must not go with them.
+    if (warming && route.shared !== undefined) delete request.headers[WARM_HEADER]
     const bypass = warming || (wantsBypass(request) && mayBypass(route, request))
     // The common hit, an untagged entry that is fresh, costs one plain read; anything else takes the full read,
     // which also returns the stamp a miss needs.
