@@ -174,6 +174,18 @@ for (const kind of STORE_KINDS) {
       t.equal(origin.count(), 3)
     })
 
+    t.test('warming a shared-mode URL stores it, then revalidates it with a conditional request', async (t) => {
+      const { app, origin, get } = await setup(t, kind, (request) => request.headers['if-none-match'] === '"k"'
+        ? { status: 304, headers: { etag: '"k"', 'cache-control': 'max-age=0' } }
+        : { headers: { ...TEXT, etag: '"k"', 'cache-control': 'max-age=0' }, body: 'warm' })
+      t.match(await app.cacheService.warm(['/warmed']), { ok: 1, failed: 0 })
+      t.match(await app.cacheService.warm(['/warmed']), { ok: 1, failed: 0 }, 'the 304 refreshed and stored the entry')
+      t.equal(origin.requests[1].headers['if-none-match'], '"k"')
+      const response = await get('/warmed')
+      t.equal(response.body, 'warm')
+      t.equal(origin.count(), 3)
+    })
+
     t.test('RFC 9111 4.2: freshness', async (t) => {
       t.test('4.2.1 s-maxage overrides max-age in a shared cache', async (t) => {
         const { app, origin, get } = await setup(t, kind, versioned({ 'cache-control': 'max-age=0, s-maxage=60' }))
