@@ -16,6 +16,15 @@ export interface HttpEntry {
   computeMs?: number
   /** The body is stored compressed with this coding (see http/encoding.ts). */
   encoding?: 'br'
+  // Shared mode only: what the response's own headers said (see lib/http/shared-policy.ts).
+  /** When it must be validated with the origin before reuse: always (no-cache) or once stale (must-revalidate...). */
+  revalidate?: 'always' | 'once-stale'
+  /** Seconds past freshness the response allows serving it while it is revalidated (RFC 5861). */
+  staleWhileRevalidate?: number
+  /** Seconds past freshness the response allows serving it when the origin fails (RFC 5861). */
+  staleIfError?: number
+  /** The etag came from the origin, so that it may validate the entry upstream; a made-up one may not. */
+  originEtag?: boolean
 }
 
 /** When the entry stops being fresh, in milliseconds since the epoch. */
@@ -32,6 +41,10 @@ interface EntryMeta {
   v?: Record<string, string>
   d?: number
   z?: 'br'
+  r?: 'always' | 'once-stale'
+  w?: number
+  f?: number
+  o?: 1
 }
 
 // Layout: 'H', version, uint32 BE meta length, meta JSON, body. The body stays raw bytes (no base64, no copy on read).
@@ -44,6 +57,10 @@ export function encodeEntry (entry: HttpEntry): Buffer {
   if (entry.vary !== undefined) meta.v = entry.vary
   if (entry.computeMs !== undefined) meta.d = entry.computeMs
   if (entry.encoding !== undefined) meta.z = entry.encoding
+  if (entry.revalidate !== undefined) meta.r = entry.revalidate
+  if (entry.staleWhileRevalidate !== undefined) meta.w = entry.staleWhileRevalidate
+  if (entry.staleIfError !== undefined) meta.f = entry.staleIfError
+  if (entry.originEtag === true) meta.o = 1
   const metaBytes = Buffer.from(JSON.stringify(meta))
   const bytes = Buffer.allocUnsafe(HEAD_BYTES + metaBytes.length + entry.body.length)
   bytes[0] = MARKER
@@ -73,13 +90,19 @@ export function decodeEntry (bytes: Buffer): HttpEntry {
   if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.s) || !isHeaderRecord(meta.h) ||
     typeof meta.t !== 'number' || typeof meta.l !== 'number' || typeof meta.e !== 'string' ||
     (meta.v !== undefined && !isStringRecord(meta.v)) || (meta.d !== undefined && typeof meta.d !== 'number') ||
-    (meta.z !== undefined && meta.z !== 'br')) {
+    (meta.z !== undefined && meta.z !== 'br') ||
+    (meta.r !== undefined && meta.r !== 'always' && meta.r !== 'once-stale') ||
+    (meta.w !== undefined && typeof meta.w !== 'number') || (meta.f !== undefined && typeof meta.f !== 'number')) {
     throw new FST_CACHE_CORRUPT_ENTRY('entry metadata has the wrong shape')
   }
   const entry: HttpEntry = { status: meta.s, headers: meta.h, body: bytes.subarray(metaEnd), storedAt: meta.t, ttl: meta.l, etag: meta.e }
   if (meta.v !== undefined) entry.vary = meta.v
   if (meta.d !== undefined) entry.computeMs = meta.d
   if (meta.z !== undefined) entry.encoding = meta.z
+  if (meta.r !== undefined) entry.revalidate = meta.r
+  if (meta.w !== undefined) entry.staleWhileRevalidate = meta.w
+  if (meta.f !== undefined) entry.staleIfError = meta.f
+  if (meta.o === 1) entry.originEtag = true
   return entry
 }
 

@@ -7,6 +7,7 @@ import { GuardedStore } from './guarded-store'
 import { ThrottledLog } from './throttled-log'
 import { ResponseCache, kCacheState } from './http/hooks'
 import { attachInvalidation } from './http/invalidates'
+import { UNSAFE_METHODS, attachUnsafeInvalidation } from './http/unsafe'
 import { Leases } from './http/leases'
 import { FST_CACHE_INVALID_OPTION } from './errors'
 import { type PluginSettings, compileRoute } from './http/route'
@@ -48,6 +49,9 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
     unkeyedHeaders: options.unkeyedHeaders ?? [],
     sensitive: options.sensitive ?? DEFAULTS.sensitive,
     compression: options.compression ?? DEFAULTS.compression,
+    requestDirectives: options.requestDirectives ?? DEFAULTS.requestDirectives,
+    targetedCacheControl: options.targetedCacheControl ?? DEFAULTS.targetedCacheControl,
+    keepStale: options.keepStale ?? DEFAULTS.keepStale,
     canEncrypt: options.encryption !== undefined
   }
   const keyRing = options.encryption === undefined ? undefined : KeyRing.from(options.encryption)
@@ -72,11 +76,18 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)
   app.decorateRequest(kCacheState, null)
+  app.decorateRequest('cacheValidators', undefined)
+  // Shared-mode entries are invalidated by successful unsafe requests on their URL, whichever route answers them.
+  let sharedRoutes = 0
   app.addHook('onRoute', (routeOptions) => {
     const config = routeOptions.config?.cache
+    const methods = [routeOptions.method].flat()
+    if (config !== false && methods.some((method) => UNSAFE_METHODS.has(method))) {
+      attachUnsafeInvalidation(routeOptions, service, guarded, () => sharedRoutes > 0)
+    }
     if (config === undefined || config === false) return
     const route = compileRoute(config, routeOptions.url, settings, stats)
-    const methods = [routeOptions.method].flat()
+    if (route.shared !== undefined) sharedRoutes++
     const reads = methods.includes('GET') || methods.includes('HEAD')
     if (route.invalidatesOf !== undefined) {
       if (reads) throw new FST_CACHE_INVALID_OPTION(`route ${routeOptions.url}: option "config.cache.invalidates" is for POST, PUT, PATCH and DELETE routes`)
@@ -132,7 +143,8 @@ function scheduleMaintenance (app: FastifyInstance, service: CacheService, optio
 
 export default fp(responseCache, { fastify: '5.x', name: 'fastify-response-cache' })
 export { responseCache }
-export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase, RedisClusterOptions } from './options'
+export type { CachePluginOptions, RouteCacheOptions, CacheBehaviourOptions, CacheMode, KeyBuilder, TagBuilder, InvalidationBuilder, LookupPhase, RedisClusterOptions } from './options'
+export type { CacheValidators, RequestDirectiveName } from './http/shared-policy'
 export type { CacheService, SetOptions, InvalidateTagsOptions } from './service'
 export type { WarmTarget, WarmOptions, WarmResult, WarmProgress } from './warm'
 export type { CachedOptions, CachedFunction } from './cached'

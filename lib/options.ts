@@ -6,6 +6,7 @@ import { FST_CACHE_INVALID_OPTION } from './errors'
 import type { CacheKey } from './keys'
 import type { EncryptionOptions } from './encryption'
 import type { WarmTarget } from './warm'
+import { REQUEST_DIRECTIVES, type RequestDirectiveName } from './http/shared-policy'
 
 /** Where the cache lookup runs. See the README: `handler` is safe by default, `onRequest` is faster for public data. */
 export type LookupPhase = 'handler' | 'onRequest'
@@ -34,6 +35,21 @@ export interface CacheBehaviourOptions {
    * brotli; `false` stores every body as it is. Never for sensitive routes, nor in the memory store.
    */
   compression?: { minBytes?: number } | false
+  /**
+   * Shared mode: the request Cache-Control directives clients may use (RFC 9111 5.2.1); the others are ignored.
+   * Default `['max-stale', 'only-if-cached']`, the ones that cannot make the cache ask the origin more often.
+   */
+  requestDirectives?: RequestDirectiveName[]
+  /**
+   * Shared mode: targeted cache-control fields the plugin obeys, first present wins, in place of Cache-Control and
+   * Expires (RFC 9213), e.g. `['cdn-cache-control']`. Default none.
+   */
+  targetedCacheControl?: string[]
+  /**
+   * Shared mode: seconds an entry is kept past its freshness (and its stale windows), so that it can be revalidated
+   * with a conditional request, or served to a `max-stale` client, instead of fetched again. Default 300.
+   */
+  keepStale?: number
 }
 
 /** A Redis Cluster for the plugin to connect to: some of its nodes (the rest are discovered), and ioredis options. */
@@ -84,7 +100,15 @@ export interface CachePluginOptions extends CacheBehaviourOptions {
   lease?: { ttlMs?: number, waitMs?: number } | false
 }
 
+/** `app`: the route's options say how long responses are fresh. `shared`: the responses' own headers do (RFC 9111). */
+export type CacheMode = 'app' | 'shared'
+
 export interface RouteCacheOptions extends CacheBehaviourOptions {
+  /**
+   * `shared`: behave as an RFC 9111 shared cache (a CDN inside the app) for a route whose responses carry their own
+   * caching headers, typically a proxy: no ttl of its own; see the README's "Shared-cache mode". Default `app`.
+   */
+  mode?: CacheMode
   /** The key: a string, parts, or a function of the request (it sees validated, typed query and params). */
   key?: CacheKey | KeyBuilder
   /** Tags for invalidation, or a function of the request. */
@@ -137,7 +161,10 @@ const behaviour = {
   sensitive: Type.Optional(Type.Boolean()),
   compression: Type.Optional(Type.Union([Type.Literal(false), Type.Object({
     minBytes: Type.Optional(Type.Integer({ minimum: 0 }))
-  }, { additionalProperties: false })]))
+  }, { additionalProperties: false })])),
+  requestDirectives: Type.Optional(Type.Array(Type.Union(REQUEST_DIRECTIVES.map((name) => Type.Literal(name))))),
+  targetedCacheControl: Type.Optional(Type.Array(HeaderName)),
+  keepStale: Type.Optional(Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600 }))
 }
 
 export const PluginOptionsSchema = Type.Object({
@@ -187,6 +214,7 @@ const KeyPartSchema = Type.Union([Type.String(), Type.Number(), Type.Boolean(), 
 
 export const RouteOptionsSchema = Type.Object({
   ...behaviour,
+  mode: Type.Optional(Type.Union([Type.Literal('app'), Type.Literal('shared')])),
   key: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(KeyPartSchema, { minItems: 1 }), Type.Function([], Type.Unknown())])),
   tags: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 })), Type.Function([], Type.Unknown())])),
   vary: Type.Optional(Type.Array(HeaderName)),
@@ -243,6 +271,9 @@ export const DEFAULTS = {
   coalesceWaitMs: 10_000,
   sensitive: false,
   compression: { minBytes: 1024 },
+  requestDirectives: ['max-stale', 'only-if-cached'] as RequestDirectiveName[],
+  targetedCacheControl: [] as string[],
+  keepStale: 300,
   storeTimeoutMs: 250,
   connectTimeoutMs: 2000,
   memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttl: 10 },

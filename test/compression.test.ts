@@ -84,6 +84,10 @@ t.test('not compressed: small bodies, compression: false, the memory store, sens
     ['the memory store', await appWith(t, 'memory'), '/report'],
     ['a sensitive route', await appWith(t, 'redis', { encryption: { keys: [key] } }, { sensitive: true }), '/report']
   ]
+  const noTransform = await cachedApp(t, 'redis')
+  noTransform.get('/report', { config: { cache: { key: 'report' } } }, async (_request, reply) =>
+    reply.type('application/json').header('cache-control', 'public, max-age=60, no-transform').send(BODY))
+  cases.push(['a response with no-transform', noTransform, '/report'])
   for (const [what, app, url] of cases) {
     await app.inject(url)
     await untilStored(app)

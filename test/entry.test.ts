@@ -182,3 +182,15 @@ t.test('the error is a FST_CACHE_CORRUPT_ENTRY with a message saying what is wro
     t.match((err as Error).message, /cache entry cannot be decoded/)
   }
 })
+
+t.test('shared-mode fields round trip, and entries written before them still decode', async (t) => {
+  const shared = entry({ revalidate: 'once-stale', staleWhileRevalidate: 30, staleIfError: 300, originEtag: true })
+  t.same(decodeEntry(encodeEntry(shared)), shared)
+  const always = entry({ revalidate: 'always' })
+  t.same(decodeEntry(encodeEntry(always)), always)
+  const old = decodeEntry(frame(JSON.stringify(VALID_META), Buffer.from('b')))
+  t.same(old, { status: 200, headers: { a: 'b' }, body: Buffer.from('b'), storedAt: 1, ttl: 60, etag: '"x"' }, 'no new field appears')
+  for (const [name, bad] of [['r', 'sometimes'], ['w', '30'], ['f', null]] as const) {
+    t.throws(() => decodeEntry(frame(JSON.stringify({ ...VALID_META, [name]: bad }))), { code: 'FST_CACHE_CORRUPT_ENTRY' }, `a wrong ${name}`)
+  }
+})

@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import cache from '../lib/index'
 import { until, untilStored } from './helpers/app'
+import { startOrigin } from './helpers/origin'
 import { createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
 // Every ```ts block of the README is run here, as written, with the package import pointed at lib/.
@@ -47,12 +48,12 @@ ${body}
 }
 
 t.test('the README has the examples this test knows', async (t) => {
-  t.equal(blocks.length, 8)
+  t.equal(blocks.length, 9)
 })
 
 t.test('README examples run as written', async (t) => {
   const redis = await redisUrl()
-  const [quickStart, bypass, basics, service, invalidation, warming, withFastifyRedis, severalInstances] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
+  const [quickStart, bypass, basics, service, invalidation, warming, withFastifyRedis, severalInstances, gateway] = await Promise.all(blocks.map((block, i) => load(block, i, redis)))
 
   t.test('quick start: a miss, a hit, and tag invalidation by an event', async (t) => {
     const { app } = await quickStart({})
@@ -179,5 +180,39 @@ t.test('README examples run as written', async (t) => {
     count = 2
     await a.cacheService.invalidateTags('ws:ws1')
     await until('the other instance serves the new count', async () => (await b.inject(url)).json().count === 2, 1000)
+  })
+
+  t.test('shared-cache mode: a gateway with @fastify/reply-from validates with the origin and is invalidated by writes', async (t) => {
+    const client = await createClient(t)
+    t.teardown(() => deleteByPrefix(client, 'gateway:prod'))
+    let version = 1
+    const origin = await startOrigin(t, (request) => {
+      const etag = `"v${version}"`
+      if (request.method !== 'GET') {
+        version++
+        return { status: 201, headers: { location: '/catalogue/items/1' } }
+      }
+      if (request.headers['if-none-match'] === etag) return { status: 304, headers: { etag, 'cache-control': 'max-age=0', 'x-checked': 'yes' } }
+      return { headers: { 'content-type': 'application/json', etag, 'cache-control': 'max-age=0' }, body: JSON.stringify({ version }) }
+    })
+    process.env.CATALOGUE_URL = origin.url
+    const { app } = await gateway({})
+    t.teardown(() => app.close())
+    const url = '/catalogue/items/1'
+    const miss = await app.inject(url)
+    t.same(miss.json(), { version: 1 })
+    t.equal(miss.headers['x-cache'], 'MISS')
+    await untilStored(app)
+    const validated = await app.inject({ url, headers: { 'if-none-match': '"not-this-one"' } })
+    t.equal(validated.statusCode, 200)
+    t.same(validated.json(), { version: 1 })
+    t.equal(validated.headers['x-cache'], 'REVALIDATED')
+    t.equal(validated.headers['x-checked'], 'yes', 'the 304 refreshed the stored headers')
+    t.equal(origin.requests[1].headers['if-none-match'], '"v1"', 'reply-from sent the cache\'s validator, not the client\'s')
+    t.equal((await app.inject({ method: 'POST', url: '/catalogue/items' })).statusCode, 201)
+    const after = await app.inject(url)
+    t.equal(after.headers['x-cache'], 'MISS', 'the Location of the write was invalidated')
+    t.same(after.json(), { version: 2 })
+    t.equal(origin.count(), 3)
   })
 })

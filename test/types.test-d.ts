@@ -8,12 +8,15 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import type { Cluster, Redis } from 'ioredis'
 import cache, {
   type CacheKey,
+  type CacheMode,
   type CachePluginOptions,
+  type CacheValidators,
   type CacheService,
   type CacheStatsSnapshot,
   type KeyBuilder,
   type LookupPhase,
   type RedisClusterOptions,
+  type RequestDirectiveName,
   type RouteCacheOptions,
   type SetOptions,
   FST_CACHE_INVALID_OPTION,
@@ -141,6 +144,32 @@ export async function typeChecks (redisClient: Redis, clusterClient: Cluster): P
       cache: { tags: [1] }
     }
   }, async () => 'x')
+  // ---- shared-cache mode ----
+  await app.register(cache, { requestDirectives: ['max-stale'], targetedCacheControl: ['cdn-cache-control'], keepStale: 60 })
+  app.get('/proxy/*', {
+    config: { cache: { mode: 'shared', requestDirectives: ['no-cache', 'only-if-cached'], targetedCacheControl: ['cdn-cache-control'], keepStale: 0 } }
+  }, async (request) => {
+    expectExact<CacheValidators | undefined>()(request.cacheValidators)
+    const headers: Record<string, string> = { accept: 'application/json', ...request.cacheValidators }
+    return headers
+  })
+  const mode: CacheMode = 'shared'
+  expectType<RouteCacheOptions['mode']>(mode)
+  assertTrue<Equal<CacheValidators, { 'if-none-match'?: string, 'if-modified-since'?: string }>>()
+  assertTrue<Equal<RequestDirectiveName, 'max-age' | 'min-fresh' | 'max-stale' | 'no-cache' | 'no-store' | 'only-if-cached'>>()
+  app.get('/bad-mode', {
+    config: {
+      // @ts-expect-error mode is 'app' or 'shared'
+      cache: { mode: 'proxy' }
+    }
+  }, async () => 'x')
+  app.get('/bad-directive', {
+    config: {
+      // @ts-expect-error not a request directive
+      cache: { mode: 'shared', requestDirectives: ['no-transform'] }
+    }
+  }, async () => 'x')
+
   const routeOptions: RouteCacheOptions = { ttl: 1 }
   expectType<RouteCacheOptions>(routeOptions)
   const builder: KeyBuilder = (request) => ['a', request.url]

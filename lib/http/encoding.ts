@@ -1,7 +1,7 @@
 import { promisify } from 'node:util'
 import { brotliCompress, brotliDecompressSync, constants } from 'node:zlib'
 import type { HttpEntry } from '../entry'
-import { type Headers, parseAcceptEncoding } from './policy'
+import { type Headers, parseAcceptEncoding, parseCacheControl } from './policy'
 
 const compress = promisify(brotliCompress)
 
@@ -21,10 +21,11 @@ export async function compressedEntry (entry: HttpEntry, minBytes: number): Prom
   return body.length < entry.body.length ? { ...entry, body, encoding: 'br' } : entry
 }
 
-/** A compressible type, no encoding already, and at least minBytes. */
+/** A compressible type, no encoding already, at least minBytes, and no `no-transform` (RFC 9111 5.2.2.6). */
 export function worthCompressing (entry: HttpEntry, minBytes: number): boolean {
   return entry.encoding === undefined && entry.body.length >= Math.max(minBytes, 1) &&
-    entry.headers['content-encoding'] === undefined && COMPRESSIBLE.test(String(entry.headers['content-type'] ?? ''))
+    entry.headers['content-encoding'] === undefined && COMPRESSIBLE.test(String(entry.headers['content-type'] ?? '')) &&
+    !parseCacheControl(entry.headers['cache-control']).has('no-transform')
 }
 
 /** What one request gets of an entry: the stored bytes as they are, or decompressed once for clients without brotli. */

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import type {
   FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
 } from 'fastify'
@@ -11,9 +12,16 @@ import { etagFor, ifNoneMatchMatches } from './conditional'
 import { compressedEntry, worthCompressing } from './encoding'
 import { Flights } from './flights'
 import type { Leases } from './leases'
+import { type ForwardReason, appendStatus, forwardStatus, unavailableStatus } from './cache-status'
 import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
-import { type CacheOutcome, cacheControlFor, mergeVary, replaceWithEntry, serveEntry, storedHeaders } from './respond'
+import {
+  type CacheOutcome, cacheControlFor, clientNotModified, mergeVary, replaceWithEntry, serveEntry, storedHeaders
+} from './respond'
 import { type CompiledRoute, mayBypass, undeclaredQuery, unstorableRequest, wantsBypass } from './route'
+import {
+  type CacheValidators, type Directives, type RequestDirectives, designates, mayServeOnError, requestDirectives, responseDirectives,
+  reuseOf, sharedFreshness, sharedUnstorableReason, updatedHeaders, validatorsOf, withheldFields
+} from './shared-policy'
 import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
 
 export const kCacheState = Symbol('fastify-response-cache.state')
@@ -38,12 +46,27 @@ export interface RequestCacheState {
   /** When the lookup found no entry, to measure how long the handler took. */
   missedAt?: number
   /** Why this request's response must not be stored whatever it turns out to be. */
-  noStore?: 'query' | 'unkeyed-header' | 'request-body'
+  noStore?: 'query' | 'unkeyed-header' | 'request-body' | 'request-no-store'
+  // Shared mode only.
+  /** The client's request directives that the route honours. */
+  directives?: RequestDirectives
+  /** Why the request goes to the origin, for Cache-Status. */
+  forward?: ForwardReason
+  /** When the request was handed to the handler (the request time of RFC 9111 4.2.3). */
+  forwardedAt?: number
+  /** The stored response being validated with the origin by this request's conditional request. */
+  validating?: HttpEntry
 }
 
 declare module 'fastify' {
   interface FastifyRequest {
     [kCacheState]: RequestCacheState | null
+    /**
+     * Shared mode: the validators of the stale entry the cache wants the origin to confirm (RFC 9111 4.3.1), to send
+     * upstream as request headers; undefined when there is nothing to validate. A 304 from the origin then refreshes
+     * the entry, which is served.
+     */
+    cacheValidators: CacheValidators | undefined
   }
 }
 
@@ -134,6 +157,10 @@ export class ResponseCache {
     }
     const state: RequestCacheState = { route, id, tags, outcome: 'MISS', noStore: unstorableRequest(route, request) }
     request[kCacheState] = state
+    if (route.shared !== undefined) {
+      state.directives = requestDirectives(request.headers, route.shared.requestDirectives)
+      if (state.directives.noStore === true) state.noStore ??= 'request-no-store'
+    }
     if (undeclaredQuery(route, request) !== undefined) {
       state.outcome = 'BYPASS'
       state.noStore = 'query'
@@ -141,6 +168,8 @@ export class ResponseCache {
       return false
     }
     const warming = isWarmRequest(request)
+    // A proxy forwards the request's headers upstream: the process's warm token must not go with them.
+    if (warming && route.shared !== undefined) delete request.headers[WARM_HEADER]
     const bypass = warming || (wantsBypass(request) && mayBypass(route, request))
     // The common hit, an untagged entry that is fresh, costs one plain read; anything else takes the full read,
     // which also returns the stamp a miss needs.
@@ -162,9 +191,17 @@ export class ResponseCache {
       state.outcome = 'BYPASS'
       state.warm = warming
       this.stats.count('bypass', route.counters)
+      if (route.shared !== undefined) {
+        state.forward = 'bypass'
+        state.forwardedAt = Date.now()
+        // A background refresh of a stale entry asks the origin to confirm it rather than send it again.
+        const entry = warming && found.value !== null ? this.decode(found.value, route, id) : undefined
+        if (entry !== undefined && varyMatches(entry.vary, request.headers)) this.validateWith(request, state, entry)
+      }
       return false
     }
     const entry = found.value === null ? undefined : this.decode(found.value, route, id)
+    if (route.shared !== undefined) return await this.lookupShared(request, reply, state, entry, found.stale)
     if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
       const now = Date.now()
       if (!found.stale && now < freshUntil(entry)) {
@@ -182,6 +219,55 @@ export class ResponseCache {
       if (route.staleIfErrorMs > 0 && now < freshUntil(entry) + route.staleIfErrorMs) state.fallback = entry
     }
     return await this.missOrShare(request, reply, state)
+  }
+
+  /**
+   * Shared mode (RFC 9111): reuse the entry if it is fresh for this request, or stale where the response or the
+   * client allow it; otherwise ask the origin, with the entry's validators when it has some (4.3.1).
+   */
+  private async lookupShared (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, found: HttpEntry | undefined, invalidated: boolean
+  ): Promise<boolean> {
+    const route = state.route
+    const directives = state.directives ?? {}
+    const entry = found !== undefined && varyMatches(found.vary, request.headers) ? found : undefined
+    state.forward = found === undefined ? 'uri-miss' : 'vary-miss'
+    if (entry !== undefined) {
+      const now = Date.now()
+      const reuse = reuseOf(entry, now, directives, invalidated)
+      if (reuse.kind === 'fresh') {
+        this.hit(request, reply, state, entry)
+        return true
+      }
+      if (reuse.kind === 'stale') {
+        state.outcome = 'STALE'
+        this.stats.count('stale', route.counters)
+        serveEntry(request, reply, entry, route, 'STALE')
+        if (reuse.because === 'stale-while-revalidate') this.refresh(request, state.id)
+        return true
+      }
+      state.forward = reuse.because
+      if (mayServeOnError(entry, now)) state.fallback = entry
+    }
+    if (directives.onlyIfCached === true) {
+      // RFC 9111 5.2.1.7: nothing usable without the origin, which the client asked not to reach.
+      request[kCacheState] = null
+      this.stats.count('misses', route.counters)
+      reply.code(504).header('x-cache', 'MISS').header('cache-status', unavailableStatus('only-if-cached')).send()
+      return true
+    }
+    if (entry !== undefined) this.validateWith(request, state, entry)
+    const served = await this.missOrShare(request, reply, state)
+    if (!served) state.forwardedAt = Date.now()
+    return served
+  }
+
+  /** Hands the handler the entry's validators, so that it makes a conditional request upstream (RFC 9111 4.3.1). */
+  private validateWith (request: FastifyRequest, state: RequestCacheState, entry: HttpEntry): void {
+    const validators = validatorsOf(entry.originEtag === true ? entry.etag : undefined, entry.headers)
+    if (validators === undefined) return
+    state.validating = entry
+    request.cacheValidators = validators
   }
 
   private hit (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, entry: HttpEntry): void {
@@ -288,8 +374,12 @@ export class ResponseCache {
       state.settle?.(undefined)
       state.outcome = 'STALE'
       this.stats.count('stale', route.counters)
-      return done(null, replaceWithEntry(request, reply, state.fallback, route))
+      const failed = reply.statusCode
+      const body = replaceWithEntry(request, reply, state.fallback, route)
+      if (route.shared !== undefined) reply.header('cache-status', forwardStatus(state.forward ?? 'stale', failed, false, 'stale-if-error'))
+      return done(null, body)
     }
+    if (route.shared !== undefined) return this.onSendShared(request, reply, state, payload, done)
     reply.header('x-cache', state.outcome)
     if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
     const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
@@ -334,6 +424,144 @@ export class ResponseCache {
     done(null, payload)
   }
 
+  /**
+   * Shared mode: a 304 that answers the cache's own conditional request refreshes the stored response, which is
+   * served (RFC 9111 4.3.3, 4.3.4); any other response is stored when RFC 9111 3 allows it, with the freshness its
+   * headers give it. The origin's headers go out as they came, with Cache-Status added.
+   */
+  private onSendShared (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, payload: unknown, done: (error: Error | null, payload?: unknown) => void
+  ): void {
+    const route = state.route
+    const shared = route.shared!
+    const now = Date.now()
+    const requestTime = state.forwardedAt ?? now
+    const forward = state.forward ?? 'uri-miss'
+    const status = reply.statusCode
+    const validating = state.validating
+    let headers = reply.getHeaders() as Headers
+    if (validating !== undefined && status === 304 && designates(headers.etag, validating.originEtag === true ? validating.etag : undefined)) {
+      const { entry, storable } = this.refreshed(request, validating, headers, requestTime, now, route)
+      if (storable) state.capture = entry
+      state.settle?.(storable ? entry : undefined)
+      state.outcome = 'REVALIDATED'
+      // The 304's own (empty) body stream, if any, is drained so that its connection is released.
+      if (payload instanceof Readable) payload.resume()
+      const body = replaceWithEntry(request, reply, entry, route, 'REVALIDATED')
+      reply.header('cache-status', forwardStatus(forward, 304, storable))
+      if (clientNotModified(request, entry.etag, entry.headers['last-modified'], route)) {
+        reply.removeHeader('content-type')
+        reply.code(304)
+        return done(null, EMPTY)
+      }
+      return this.finishShared(state, reply, body, done)
+    }
+    reply.header('x-cache', state.outcome)
+    if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
+    headers = reply.getHeaders() as Headers
+    const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
+    const { directives, targeted } = responseDirectives(headers, shared.targeted)
+    const facts = { status, headers, directives, targeted }
+    const reason = state.noStore ?? (request.method !== 'GET'
+      ? 'method'
+      : body !== undefined && body.length > route.storage.maxEntryBytes
+        ? 'too-large'
+        : headers['set-cookie'] !== undefined ? 'set-cookie' : sharedUnstorableReason({ ...facts, requestHeaders: request.headers }))
+    if (reason === undefined && body === undefined && payload instanceof Readable) {
+      // A proxy's body is often a stream: a storable one is read whole (up to maxEntryBytes) so that it can be stored.
+      readUpTo(payload, route.storage.maxEntryBytes).then((read) => {
+        if (Buffer.isBuffer(read)) return this.captureShared(request, reply, state, read, facts, now, done)
+        this.notCaptured(request, reply, state, 'too-large', done, read)
+      }, (error: Error) => {
+        state.settle?.(undefined)
+        done(error)
+      })
+      return
+    }
+    if (reason !== undefined || body === undefined) return this.notCaptured(request, reply, state, reason ?? 'stream', done, payload)
+    this.captureShared(request, reply, state, body, facts, now, done)
+  }
+
+  /** Sends a shared-mode response that is not stored, saying why in Cache-Status. */
+  private notCaptured (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, reason: string,
+    done: (error: Error | null, payload?: unknown) => void, payload: unknown
+  ): void {
+    const route = state.route
+    state.settle?.(undefined)
+    if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
+    if (reason !== 'method') this.stats.skip(reason, route.counters)
+    reply.header('cache-status', appendStatus(reply.getHeader('cache-status'), forwardStatus(state.forward ?? 'uri-miss', reply.statusCode, false, reason)))
+    if (state.warm === true) reply.header(STORED_HEADER, '0')
+    done(null, payload)
+  }
+
+  /** Captures a storable shared-mode response, with the freshness its headers give it, and sends it. */
+  private captureShared (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, body: Buffer,
+    facts: { status: number, headers: Headers, directives: Directives, targeted: boolean }, now: number,
+    done: (error: Error | null, payload?: unknown) => void
+  ): void {
+    const route = state.route
+    const { status, headers, directives } = facts
+    const originEtag = headers.etag !== undefined
+    const etag = originEtag ? String(headers.etag) : etagFor(body)
+    const freshness = sharedFreshness(facts, state.forwardedAt ?? now, now)
+    const capture: HttpEntry = {
+      status, headers: storedHeaders(headers, { withheld: withheldFields(directives) }), body, etag, ...freshness
+    }
+    if (originEtag) capture.originEtag = true
+    const varied = varyNames(headers.vary)
+    if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
+    state.capture = capture
+    state.settle?.(capture)
+    // A made-up validator still answers the client's If-None-Match; it is never sent upstream.
+    if (!originEtag) reply.header('etag', etag)
+    reply.header('cache-status', appendStatus(headers['cache-status'], forwardStatus(state.forward ?? 'uri-miss', status, true)))
+    if (clientNotModified(request, etag, headers['last-modified'], route)) {
+      reply.removeHeader('content-type')
+      reply.code(304)
+      return done(null, EMPTY)
+    }
+    this.finishShared(state, reply, body, done)
+  }
+
+  /**
+   * The stored response with the header fields of the 304 that confirmed it and the freshness they give (RFC 9111
+   * 4.3.4), and whether it may still be stored (the 304 may say no-store now).
+   */
+  private refreshed (
+    request: FastifyRequest, stored: HttpEntry, notModified: Headers, requestTime: number, now: number, route: CompiledRoute
+  ): { entry: HttpEntry, storable: boolean } {
+    const headers = updatedHeaders(stored.headers, notModified)
+    const { directives, targeted } = responseDirectives(headers, route.shared!.targeted)
+    const facts = { status: stored.status, headers, directives, targeted }
+    const storable = notModified['set-cookie'] === undefined && sharedUnstorableReason({ ...facts, requestHeaders: request.headers }) === undefined
+    // The 304's own Age and Date say how old the confirmation is (RFC 9111 4.2.3).
+    const freshness = sharedFreshness({ ...facts, headers: { ...headers, age: notModified.age } }, requestTime, now)
+    const entry: HttpEntry = {
+      status: stored.status, headers: storedHeaders(headers, { withheld: withheldFields(directives) }), body: stored.body, etag: stored.etag, ...freshness
+    }
+    if (stored.originEtag === true) entry.originEtag = true
+    if (stored.vary !== undefined) entry.vary = stored.vary
+    return { entry, storable }
+  }
+
+  /** Sends the payload; a warming request first waits for the write, so that it can say whether it was stored. */
+  private finishShared (state: RequestCacheState, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
+    const capture = state.capture
+    if (state.warm !== true) return done(null, payload)
+    state.capture = undefined
+    if (capture === undefined) {
+      reply.header(STORED_HEADER, '0')
+      return done(null, payload)
+    }
+    this.write(state, capture).then((written) => {
+      reply.header(STORED_HEADER, written ? '1' : '0')
+      done(null, payload)
+    }, () => done(null, payload))
+  }
+
   /** A header that changes responses but is not in the key: the specification's monitoring of poisoning attempts. */
   private suspectPoisoning (request: FastifyRequest, route: CompiledRoute): void {
     const headers = route.unkeyed.filter((name) => request.headers[name] !== undefined)
@@ -367,8 +595,8 @@ export class ResponseCache {
     try {
       const plain = encodeEntry(stored)
       const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain
-      // Kept past its freshness for as long as a stale copy may still be served.
-      const ttlMs = route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
+      const ttlMs = retentionMs(route, entry)
+      if (ttlMs <= 0) return false
       const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), route.counters)
       this.stats.count(written ? 'stored' : 'raced', route.counters)
       return written
@@ -377,6 +605,41 @@ export class ResponseCache {
     }
   }
 }
+
+/**
+ * Reads a stream whole when it holds at most `limit` bytes; otherwise a stream of the same bytes (those read, then
+ * the rest), to be sent as it is.
+ */
+async function readUpTo (stream: Readable, limit: number): Promise<Buffer | Readable> {
+  const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>
+  const chunks: Buffer[] = []
+  let size = 0
+  for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+    const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : next.value
+    chunks.push(chunk)
+    size += chunk.length
+    if (size > limit) {
+      return Readable.from((async function * () {
+        yield * chunks
+        for (let rest = await iterator.next(); rest.done !== true; rest = await iterator.next()) yield rest.value
+      })())
+    }
+  }
+  return Buffer.concat(chunks, size)
+}
+
+/**
+ * How long the store keeps an entry: past its freshness for as long as a stale copy may still be served, by the
+ * route's windows (app mode), or by the response's own windows and the time kept for revalidation (shared mode).
+ */
+function retentionMs (route: CompiledRoute, entry: HttpEntry): number {
+  if (route.shared === undefined) return route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
+  const windows = Math.max((entry.staleWhileRevalidate ?? 0) * 1000, (entry.staleIfError ?? 0) * 1000, route.shared.keepStaleMs)
+  // An origin may say a year or more; no entry outlives the longest ttl app mode accepts.
+  return Math.min(freshUntil(entry) - Date.now() + windows, LONGEST_RETENTION_MS)
+}
+
+const LONGEST_RETENTION_MS = 365 * 24 * 3600 * 1000
 
 /**
  * Refresh-ahead when the entry is within the route's window of expiry, or XFetch: refresh when

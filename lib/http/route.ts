@@ -4,6 +4,18 @@ import { type CacheKey, keyId, tagId } from '../keys'
 import { type CacheBehaviourOptions, type CachePluginOptions, DEFAULTS, type LookupPhase, type RouteCacheOptions, RouteOptionsSchema, assertValid } from '../options'
 import type { CacheCounters, CacheStats } from '../stats'
 import type { StoragePolicy } from './policy'
+import type { RequestDirectiveName } from './shared-policy'
+import { requestUrlTag } from './unsafe'
+
+/** What a shared-mode route needs beside the common settings. */
+export interface SharedRoute {
+  /** The request directives clients may use; the others are ignored. */
+  requestDirectives: ReadonlySet<RequestDirectiveName>
+  /** Lower-case targeted cache-control fields (RFC 9213) obeyed in place of Cache-Control, first present wins. */
+  targeted: readonly string[]
+  /** Milliseconds an entry is kept past its freshness and stale windows, to be revalidated or served to max-stale. */
+  keepStaleMs: number
+}
 
 /** A route's cache options merged with the plugin's, compiled once in onRoute. */
 export interface CompiledRoute {
@@ -34,6 +46,8 @@ export interface CompiledRoute {
   sensitive: boolean
   /** Bodies of at least this many bytes are stored compressed; undefined for never. */
   compressMinBytes: number | undefined
+  /** Set in shared mode: freshness comes from each response's headers (RFC 9111), not from the route. */
+  shared: SharedRoute | undefined
   keyOf (request: FastifyRequest): string
   tagsOf (request: FastifyRequest): string[] | undefined
   /** The raw tag names a successful write invalidates; undefined when the route invalidates nothing. */
@@ -66,18 +80,52 @@ export function compileRoute (
   if (sensitive && !settings.canEncrypt) {
     throw new FST_CACHE_INVALID_OPTION(`route ${url}: a sensitive route needs the plugin option "encryption" with at least one key`)
   }
+  const shared = compileShared(options, url, settings)
+  if (shared !== undefined) {
+    const base = common(options, url, settings, stats, vary, sensitive)
+    const tagsOf = base.tagsOf
+    return {
+      ...base,
+      // Every entry carries its URL's tag, which unsafe requests on the URL invalidate (RFC 9111 4.4).
+      tagsOf: (request) => [...(tagsOf(request) ?? []), tagId(requestUrlTag(request))],
+      ttl: 0,
+      storage: { statuses: new Set(), maxEntryBytes: options.maxEntryBytes ?? settings.maxEntryBytes },
+      cacheControl: { anonymous: undefined, credentialed: undefined },
+      refreshAheadMs: 0,
+      earlyRefresh: 0,
+      staleWhileRevalidateMs: 0,
+      staleIfErrorMs: 0,
+      shared
+    }
+  }
   if (options.refreshAhead !== undefined && options.refreshAhead >= ttl) {
     throw new FST_CACHE_INVALID_OPTION(`route ${url}: option "config.cache.refreshAhead" must be less than the ttl (${ttl}), got ${options.refreshAhead}`)
   }
   return {
-    name: url,
-    counters: stats.route(url),
+    ...common(options, url, settings, stats, vary, sensitive),
     ttl,
     storage: {
       statuses: new Set(options.statuses ?? settings.statuses),
       maxEntryBytes: options.maxEntryBytes ?? settings.maxEntryBytes
     },
     cacheControl: compileCacheControl(options.cacheControl, ttl, (options.staleWhileRevalidate ?? settings.staleWhileRevalidate), (options.staleIfError ?? settings.staleIfError)),
+    refreshAheadMs: (options.refreshAhead ?? 0) * 1000,
+    earlyRefresh: options.earlyRefresh ?? 0,
+    staleWhileRevalidateMs: (options.staleWhileRevalidate ?? settings.staleWhileRevalidate) * 1000,
+    staleIfErrorMs: (options.staleIfError ?? settings.staleIfError) * 1000,
+    shared: undefined
+  }
+}
+
+type CommonSettings = Omit<CompiledRoute, 'ttl' | 'storage' | 'cacheControl' | 'refreshAheadMs' | 'earlyRefresh' | 'staleWhileRevalidateMs' | 'staleIfErrorMs' | 'shared'>
+
+/** What both modes compile the same way. */
+function common (
+  options: RouteCacheOptions, url: string, settings: PluginSettings, stats: CacheStats, vary: string[], sensitive: boolean
+): CommonSettings {
+  return {
+    name: url,
+    counters: stats.route(url),
     allowBypass: options.allowBypass ?? settings.allowBypass,
     lookup: options.lookup ?? settings.lookup,
     vary,
@@ -85,16 +133,36 @@ export function compileRoute (
       .filter((name) => !vary.includes(name)),
     keysOrigin: options.key === undefined,
     query: options.query === undefined ? undefined : new Set(options.query),
-    refreshAheadMs: (options.refreshAhead ?? 0) * 1000,
-    earlyRefresh: options.earlyRefresh ?? 0,
-    staleWhileRevalidateMs: (options.staleWhileRevalidate ?? settings.staleWhileRevalidate) * 1000,
-    staleIfErrorMs: (options.staleIfError ?? settings.staleIfError) * 1000,
     coalesceWaitMs: options.coalesceWaitMs ?? settings.coalesceWaitMs,
     sensitive,
     compressMinBytes: compressMinBytes(options.compression ?? settings.compression, sensitive),
     keyOf: compileKey(options.key, url, vary),
     tagsOf: compileTags(options.tags),
     invalidatesOf: compileInvalidates(options.invalidates)
+  }
+}
+
+/** Options that set freshness or headers the route's responses carry themselves in shared mode. */
+const APP_ONLY = ['ttl', 'statuses', 'cacheControl', 'staleWhileRevalidate', 'staleIfError', 'refreshAhead', 'earlyRefresh'] as const
+const SHARED_ONLY = ['requestDirectives', 'targetedCacheControl', 'keepStale'] as const
+
+/** The shared-mode settings, or undefined in app mode; options of the other mode are refused, never ignored. */
+function compileShared (options: RouteCacheOptions, url: string, settings: PluginSettings): SharedRoute | undefined {
+  if (options.mode !== 'shared') {
+    const misplaced = SHARED_ONLY.find((name) => options[name] !== undefined)
+    if (misplaced !== undefined) {
+      throw new FST_CACHE_INVALID_OPTION(`route ${url}: option "config.cache.${misplaced}" is for routes with mode: 'shared'`)
+    }
+    return undefined
+  }
+  const misplaced = APP_ONLY.find((name) => options[name] !== undefined)
+  if (misplaced !== undefined) {
+    throw new FST_CACHE_INVALID_OPTION(`route ${url}: option "config.cache.${misplaced}" does not apply with mode: 'shared', where each response's own headers decide`)
+  }
+  return {
+    requestDirectives: new Set(options.requestDirectives ?? settings.requestDirectives),
+    targeted: (options.targetedCacheControl ?? settings.targetedCacheControl).map((name) => name.toLowerCase()),
+    keepStaleMs: (options.keepStale ?? settings.keepStale) * 1000
   }
 }
 
