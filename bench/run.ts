@@ -25,8 +25,8 @@ import { RedisCluster } from '../test/helpers/redis-cluster'
 
 const ROOT = join(__dirname, '..')
 const RESULTS = join(__dirname, 'results')
-const USES_REDIS: readonly Variant[] = ['redis', 'tiered', 'ioredis']
-const CACHED: readonly Variant[] = ['redis', 'memory', 'tiered', 'cluster']
+const USES_REDIS: readonly Variant[] = ['redis', 'tiered', 'compressed', 'ioredis']
+const CACHED: readonly Variant[] = ['redis', 'memory', 'tiered', 'cluster', 'compressed']
 /** Cores other processes may keep busy before a measurement counts as disturbed (see measureQuietly). */
 const MAX_OTHER_CORES = 0.25
 const TARGETS = [

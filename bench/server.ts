@@ -39,13 +39,19 @@ function statsRoute (app: FastifyInstance): void {
   app.get('/_bench/stats', async () => await app.cacheService.stats())
 }
 
-function pluginOptions (variant: 'redis' | 'memory' | 'tiered' | 'cluster'): CachePluginOptions {
+/**
+ * The hit-path variants store the body as produced, so that every variant sends the same bytes; (c3) measures what
+ * storing it compressed costs a client that does not take brotli (one decompression per hit).
+ */
+function pluginOptions (variant: 'redis' | 'memory' | 'tiered' | 'cluster' | 'compressed'): CachePluginOptions {
   if (variant === 'memory') return {}
-  if (variant === 'tiered') return { redis: redisUrl(), prefix: prefix(), memory: {} }
-  if (variant === 'redis') return { redis: redisUrl(), prefix: prefix() }
+  if (variant === 'compressed') return { redis: redisUrl(), prefix: prefix(), compression: { minBytes: 1024 } }
+  const asProduced = { prefix: prefix(), compression: false } as const
+  if (variant === 'tiered') return { redis: redisUrl(), memory: {}, ...asProduced }
+  if (variant === 'redis') return { redis: redisUrl(), ...asProduced }
   const nodes = process.env['CLUSTER_NODES']
   if (nodes === undefined || nodes === '') throw new Error('CLUSTER_NODES is not set')
-  return { redis: { cluster: nodes.split(',') }, prefix: prefix() }
+  return { redis: { cluster: nodes.split(',') }, ...asProduced }
 }
 
 /** Builds the app of one variant; the returned function releases what the variant opened itself. */
@@ -64,6 +70,7 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
     case 'memory':
     case 'tiered':
     case 'cluster':
+    case 'compressed':
       await app.register(cache, pluginOptions(variant))
       slowRoute(app, '/data', true)
       statsRoute(app)
