@@ -197,8 +197,9 @@ export class TieredStore implements CacheStore, BusListener {
     const bytes = value.length + id.length
     if (bytes > this.options.maxBytes || ttlMs <= 0) return
     this.drop(id)
-    // A reply's Buffer may be a slice of a larger one that holding it would keep alive: maxBytes must bound memory.
-    const own = value.byteLength === value.buffer.byteLength ? value : Buffer.from(value)
+    // A reply's Buffer may be a slice of a larger one that holding it would keep alive, and a small copy would come
+    // from Node's shared pool: an unpooled copy of its own, so that maxBytes bounds the memory held.
+    const own = value.byteLength === value.buffer.byteLength ? value : Buffer.allocUnsafeSlow(value.byteLength).fill(value)
     this.held.set(id, { value: own, stamp, tags, expiresAt: Date.now() + Math.min(ttlMs, this.options.ttlMs), bytes })
     this.bytes += bytes
     for (const tag of tags) {
