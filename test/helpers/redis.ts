@@ -17,6 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { accessSync, constants as fsConstants } from 'node:fs'
+import { probePid } from './server-process'
 import { createConnection, createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
@@ -96,34 +97,7 @@ export async function freePort (): Promise<number> {
  * `timeoutMs` (not listening, still loading, hung). Never throws.
  */
 async function serverPid (port: number, timeoutMs: number): Promise<number | undefined> {
-  return await new Promise<number | undefined>(resolve => {
-    let reply = Buffer.alloc(0)
-    let settled = false
-    const socket = createConnection({ host: LOOPBACK, port })
-    const finish = (pid: number | undefined): void => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      socket.destroy()
-      resolve(pid)
-    }
-    const timer = setTimeout(() => finish(undefined), timeoutMs)
-    socket.once('connect', () => socket.write('INFO server\r\n'))
-    socket.on('data', (chunk: Buffer) => {
-      reply = Buffer.concat([reply, chunk])
-      const headerEnd = reply.indexOf('\r\n')
-      if (headerEnd === -1) return
-      const header = reply.subarray(0, headerEnd).toString('latin1')
-      if (!header.startsWith('$')) return finish(undefined) // e.g. -LOADING
-      const length = Number.parseInt(header.slice(1), 10)
-      if (reply.length < headerEnd + 2 + length) return
-      const body = reply.subarray(headerEnd + 2, headerEnd + 2 + length).toString('latin1')
-      const match = /^process_id:(\d+)\r?$/m.exec(body)
-      finish(match?.[1] === undefined ? undefined : Number(match[1]))
-    })
-    socket.once('error', () => finish(undefined))
-    socket.once('close', () => finish(undefined))
-  })
+  return await probePid(() => createConnection({ host: LOOPBACK, port }), timeoutMs)
 }
 
 // ---------------------------------------------------------------------------
