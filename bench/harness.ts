@@ -93,6 +93,9 @@ export interface Measurement {
   /** Milliseconds, from every response's own time (autocannon's histogram rounds to whole ms). */
   p50: number
   p99: number
+  p999: number
+  /** The server's resident memory at the end of the load, in bytes (0 when /proc does not say). */
+  rss: number
   mean: number
   requests: number
   /** autocannon's own whole-millisecond percentiles, kept for reference. */
@@ -157,6 +160,15 @@ function cpuMeter (server: number, redis: number): () => CpuShare {
   }
 }
 
+function residentBytes (pid: number): number {
+  try {
+    const kib = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+    return kib === undefined ? 0 : Number(kib) * 1024
+  } catch {
+    return 0
+  }
+}
+
 /** One autocannon load of `path`; fails when any request errs, times out or is not a 2xx. */
 export async function load (server: Server, path: string, settings: LoadSettings, redisPid = 0): Promise<Measurement> {
   const port = server.port
@@ -189,6 +201,8 @@ export async function load (server: Server, path: string, settings: LoadSettings
     rps: result.requests.average,
     p50: at(0.5),
     p99: at(0.99),
+    p999: at(0.999),
+    rss: residentBytes(server.pid),
     mean: sorted.reduce((sum, value) => sum + value, 0) / count,
     requests: result.requests.total,
     autocannon: { p50: result.latency.p50, p99: result.latency.p99 },

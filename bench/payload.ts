@@ -11,15 +11,23 @@ export const VARIANTS = {
   cluster: { letter: 'c2', what: 'route (b) cached by the plugin, on a Redis Cluster of 3 masters, every request a hit' },
   compressed: { letter: 'c3', what: 'route (c) with the body stored brotli-compressed, decompressed for clients without Accept-Encoding' },
   optout: { letter: 'e', what: 'route (a) on an app with the plugin and another route cached' },
-  ioredis: { letter: 'f', what: 'hand-written route: one ioredis GET, sends the stored string' }
+  ioredis: { letter: 'f', what: 'hand-written route: one ioredis GET, sends the stored string' },
+  handwritten: { letter: 'f2', what: 'hand-written route: ioredis GET, JSON.parse, reply the object; SET EX on a miss' },
+  bentocache: { letter: 'g', what: 'bentocache getOrSet around the handler, memory L1 and Redis L2' },
+  'bentocache-l2': { letter: 'g2', what: 'bentocache getOrSet around the handler, Redis only' },
+  dedupe: { letter: 'h', what: 'async-cache-dedupe with its Redis storage, called by the handler' },
+  apicache: { letter: 'i', what: 'apicache middleware with Redis, on Express 5' }
 } as const
 export type Variant = keyof typeof VARIANTS
+
+/** Other libraries' ways of caching the same route, for bench:compare. */
+export const ALTERNATIVES: readonly Variant[] = ['handwritten', 'bentocache', 'bentocache-l2', 'dedupe', 'apicache']
 
 export function isVariant (name: string): name is Variant {
   return Object.hasOwn(VARIANTS, name)
 }
 
-/** The response body of every variant: a plain object of exactly 1 KB once serialised, built the same way each time. */
+/** The response body of every variant: a plain object of exactly BODY_BYTES once serialised, built the same way each time. */
 export interface Item {
   id: number
   sku: string
@@ -32,22 +40,28 @@ function item (i: number): Item {
   return { id: i, sku: `SKU-${String(1000 + i)}`, label: `Item ${i}, a product row`, price: 9.5 + i, inStock: i % 2 === 0 }
 }
 
-const TARGET_BYTES = 1024
-
-function build () {
+/**
+ * The payload of `bytes` bytes once serialised: ten item rows, padded. For a larger body, more rows (so that it stays
+ * a realistic JSON document, not one long string), then the padding.
+ */
+export function buildPayload (bytes: number) {
+  const rows = Math.max(10, Math.floor(bytes / 100))
   const payload = {
     id: 1,
     name: 'benchmark payload',
     updatedAt: '2024-01-01T00:00:00.000Z',
-    items: Array.from({ length: 10 }, (_, i) => item(i + 1)),
+    items: Array.from({ length: rows }, (_, i) => item(i + 1)),
     note: ''
   }
-  // Pads the note (ASCII, one byte a character) so that the JSON is exactly TARGET_BYTES long.
-  payload.note = 'x'.repeat(TARGET_BYTES - JSON.stringify(payload).length)
+  while (JSON.stringify(payload).length > bytes && payload.items.length > 1) payload.items.pop()
+  // Pads the note (ASCII, one byte a character) so that the JSON is exactly `bytes` long.
+  payload.note = 'x'.repeat(Math.max(0, bytes - JSON.stringify(payload).length))
   return payload
 }
 
-export const PAYLOAD = build()
+/** The body size of this process's run: BENCH_BODY_BYTES (bench:compare runs 1 KB and 50 KB), 1 KB by default. */
+export const BODY_BYTES = Number(process.env['BENCH_BODY_BYTES'] ?? 1024)
+export const PAYLOAD = buildPayload(BODY_BYTES)
 
 /** The same object serialised once, as variants (a), (e) and (f) send it. */
 export const PAYLOAD_JSON = JSON.stringify(PAYLOAD)

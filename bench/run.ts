@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import type { CacheStatsSnapshot } from '../lib/index'
 import { type Measurement, type Server, get, killAll, load, quiet, startServer } from './harness'
-import { BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARIANTS, type Variant, isVariant } from './payload'
+import { ALTERNATIVES, BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARIANTS, type Variant, isVariant } from './payload'
 import { type Window, markdown, summarize } from './profile'
 import { RedisCluster } from '../test/helpers/redis-cluster'
 
@@ -63,7 +63,8 @@ function positive (name: string, text: string, min = 1): number {
 
 function chosenVariants (): Variant[] {
   if (args.profile !== undefined) return [variantNamed(args.profile)]
-  if (args.variants === undefined) return Object.keys(VARIANTS) as Variant[]
+  // The alternatives of bench:compare are not part of the hit-path bench unless named.
+  if (args.variants === undefined) return (Object.keys(VARIANTS) as Variant[]).filter((name) => !ALTERNATIVES.includes(name))
   const chosen = new Set<Variant>(['ceiling', ...args.variants.split(',').map(variantNamed)])
   return Object.keys(VARIANTS).filter((name): name is Variant => chosen.has(name as Variant))
 }

@@ -7,6 +7,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import cache, { type CachePluginOptions } from '../lib/index'
+import * as alternatives from './alternatives'
 import { PAYLOAD, PAYLOAD_JSON, QUERY_MS, VARIANTS, type Variant, isVariant } from './payload'
 
 const TTL_SECONDS = 3600
@@ -93,18 +94,40 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
       })
       return async () => { await client.quit() }
     }
+    case 'handwritten':
+      return await alternatives.handwritten(app)
+    case 'bentocache':
+      return await alternatives.bentocache(app, 'l1+l2')
+    case 'bentocache-l2':
+      return await alternatives.bentocache(app, 'l2')
+    case 'dedupe':
+      return await alternatives.dedupe(app)
+    case 'apicache':
+      throw new Error('apicache runs on Express: see main()')
   }
   return async () => {}
 }
 
-async function main (): Promise<void> {
-  const variant = process.argv[2] ?? ''
-  if (!isVariant(variant)) throw new Error(`unknown variant "${variant}"; one of ${Object.keys(VARIANTS).join(', ')}`)
+/** Listens: a Fastify app of the variant, or, for apicache, an Express server. */
+async function listen (variant: Variant): Promise<{ port: number, close: () => Promise<void> }> {
+  if (variant === 'apicache') {
+    const { server, release } = await alternatives.apicache()
+    const address = server.address()
+    if (address === null || typeof address === 'string') throw new Error('no TCP address')
+    return { port: address.port, close: async () => { await new Promise((resolve) => server.close(resolve)); await release() } }
+  }
   const app = Fastify({ logger: false })
   const release = await build(app, variant)
   await app.listen({ host: '127.0.0.1', port: 0 })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('no TCP address')
+  return { port: address.port, close: async () => { await app.close(); await release() } }
+}
+
+async function main (): Promise<void> {
+  const variant = process.argv[2] ?? ''
+  if (!isVariant(variant)) throw new Error(`unknown variant "${variant}"; one of ${Object.keys(VARIANTS).join(', ')}`)
+  const { port, close } = await listen(variant)
 
   let closing = false
   const stop = (): void => {
@@ -112,15 +135,15 @@ async function main (): Promise<void> {
     closing = true
     const force = setTimeout(() => process.exit(1), 3000)
     force.unref()
-    app.close().then(release).finally(() => process.exit(0))
+    close().finally(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
   process.on('disconnect', stop)
   if (process.send === undefined) {
-    console.log(`${variant} listening on http://127.0.0.1:${address.port}`)
+    console.log(`${variant} listening on http://127.0.0.1:${port}`)
   } else {
-    process.send({ port: address.port })
+    process.send({ port })
   }
 }
 
