@@ -17,7 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { accessSync, constants as fsConstants } from 'node:fs'
-import { probePid } from './server-process'
+import { probePid, readPid } from './server-process'
 import { createConnection, createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
@@ -299,7 +299,7 @@ export class RedisProcess {
     })
 
     try {
-      this.#pid = await this.#readPid(child)
+      this.#pid = await readPid(child)
       await this.#waitUntilReady()
       // Once up, neither the child nor its pipes may keep the test process
       // alive: the exit hook and the watchdog take care of it.
@@ -315,41 +315,6 @@ export class RedisProcess {
         (this.#log === '' ? '' : `\n--- redis-server output ---\n${this.#log.trim()}`)
       )
     }
-  }
-
-  async #readPid (child: ChildProcess): Promise<number> {
-    const stdout = child.stdout
-    if (stdout === null) throw new Error('no stdout from the wrapper shell')
-    stdout.setEncoding('utf8')
-    return await new Promise<number>((resolve, reject) => {
-      let text = ''
-      const onData = (chunk: string): void => {
-        text += chunk
-        const newline = text.indexOf('\n')
-        if (newline === -1) return
-        cleanup()
-        const pid = Number.parseInt(text.slice(0, newline), 10)
-        if (Number.isInteger(pid) && pid > 0) resolve(pid)
-        else reject(new Error(`unexpected wrapper output: ${JSON.stringify(text)}`))
-      }
-      const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
-        cleanup()
-        reject(new Error(`wrapper shell exited early (code ${String(code)}, signal ${String(signal)})`))
-      }
-      const onError = (err: Error): void => {
-        cleanup()
-        reject(err)
-      }
-      const cleanup = (): void => {
-        stdout.off('data', onData)
-        child.off('exit', onExit)
-        child.off('error', onError)
-        stdout.resume() // the wrapper prints nothing else; drain anyway
-      }
-      stdout.on('data', onData)
-      child.once('exit', onExit)
-      child.once('error', onError)
-    })
   }
 
   async #waitUntilReady (): Promise<void> {

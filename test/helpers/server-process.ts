@@ -188,8 +188,8 @@ export class ServerProcess {
   }
 }
 
-/** The wrapper prints the server's pid on its first line. */
-async function readPid (child: ChildProcess): Promise<number> {
+/** The wrapper prints the server's pid on its first line; rejects if it exits or fails to start before that. */
+export async function readPid (child: ChildProcess): Promise<number> {
   const stdout = child.stdout
   if (stdout === null) throw new Error('no stdout from the wrapper shell')
   stdout.setEncoding('utf8')
@@ -204,16 +204,22 @@ async function readPid (child: ChildProcess): Promise<number> {
       if (Number.isInteger(pid) && pid > 0) resolve(pid)
       else reject(new Error(`unexpected wrapper output: ${JSON.stringify(text)}`))
     }
-    const onExit = (code: number | null): void => {
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
       cleanup()
-      reject(new Error(`the wrapper shell exited early (code ${String(code)})`))
+      reject(new Error(`the wrapper shell exited early (code ${String(code)}, signal ${String(signal)})`))
+    }
+    const onError = (err: Error): void => {
+      cleanup()
+      reject(err)
     }
     const cleanup = (): void => {
       stdout.off('data', onData)
       child.off('exit', onExit)
-      stdout.resume()
+      child.off('error', onError)
+      stdout.resume() // the wrapper prints nothing else; drain anyway
     }
     stdout.on('data', onData)
     child.once('exit', onExit)
+    child.once('error', onError)
   })
 }
