@@ -17,7 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { accessSync, constants as fsConstants } from 'node:fs'
-import { probePid, readPid } from './server-process'
+import { WRAPPER_SCRIPT, probePid, readPid } from './server-process'
 import { createConnection, createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
@@ -103,27 +103,6 @@ async function serverPid (port: number, timeoutMs: number): Promise<number | und
 // ---------------------------------------------------------------------------
 // RedisProcess: a private redis-server
 // ---------------------------------------------------------------------------
-
-/**
- * Runs `redis-server` in the background and prints its pid, then waits for
- * it; a watchdog subshell kills redis-server (SIGKILL) as soon as our stdin
- * reaches EOF, which happens when the Node process dies in any way, even by
- * SIGKILL. The non-interactive shell gives background jobs /dev/null as
- * stdin, so the pipe is handed to the watchdog as fd 3.
- */
-const WRAPPER_SCRIPT = [
-  'redis-server "$@" 1>&2 &',
-  'rpid=$!',
-  'echo "$rpid"',
-  'exec 3<&0',
-  '( read -r _ <&3; kill -9 "$rpid" 2>/dev/null ) &',
-  'wpid=$!',
-  'exec 3<&-',
-  'wait "$rpid"',
-  'code=$?',
-  'kill "$wpid" 2>/dev/null',
-  'exit "$code"',
-].join('\n')
 
 const MAX_LOG_CHARS = 4000
 

@@ -14,7 +14,14 @@ const START_TIMEOUT_MS = 10_000
 const STOP_TIMEOUT_MS = 5_000
 const MAX_LOG_CHARS = 4000
 
-const WRAPPER_SCRIPT = [
+/**
+ * Runs `redis-server` in the background and prints its pid, then waits for
+ * it; a watchdog subshell kills redis-server (SIGKILL) as soon as our stdin
+ * reaches EOF, which happens when the Node process dies in any way, even by
+ * SIGKILL. The non-interactive shell gives background jobs /dev/null as
+ * stdin, so the pipe is handed to the watchdog as fd 3.
+ */
+export const WRAPPER_SCRIPT = [
   'redis-server "$@" 1>&2 &',
   'rpid=$!',
   'echo "$rpid"',
