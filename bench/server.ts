@@ -67,6 +67,17 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
     case 'uncached':
       slowRoute(app, '/data', false)
       break
+    case 'miss': {
+      // Every request its own key: the lookup misses, the handler runs, the response is stored after it is sent.
+      await app.register(cache, { redis: redisUrl(), prefix: prefix(), compression: false })
+      let request = 0
+      app.get('/data', { config: { cache: { ttl: 60, key: () => ['miss', process.pid, ++request] } } }, async () => {
+        await sleep(QUERY_MS)
+        return PAYLOAD
+      })
+      statsRoute(app)
+      break
+    }
     case 'redis':
     case 'memory':
     case 'tiered':
