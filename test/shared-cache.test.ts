@@ -2,6 +2,7 @@
 // route proxies it with fetch, and each case asserts what the client sees and how many requests reached the origin.
 // Grouped by section of RFC 9111 (and RFC 5861, 9211, 9213), written from the RFCs' text.
 import type { IncomingMessage } from 'node:http'
+import { brotliDecompressSync } from 'node:zlib'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import replyFrom from '@fastify/reply-from'
 import Fastify from 'fastify'
@@ -267,6 +268,27 @@ for (const kind of STORE_KINDS) {
         t.equal(hit.headers['x-cache'], 'HIT', 'fresh again after the 304')
         t.equal(hit.headers['x-round'], '2')
         t.equal(hit.body, 'the body')
+        t.equal(origin.count(), 2)
+      })
+
+      t.test('4.3.4 a revalidated entry whose body is stored compressed is served whole, to every client', async (t) => {
+        const body = JSON.stringify({ rows: Array.from({ length: 200 }, (_, i) => ({ day: i, runs: i * 3 })) })
+        const { app, origin, get } = await setup(t, kind, (request, index) => index === 0
+          ? { headers: { 'content-type': 'application/json', etag: '"j1"', 'cache-control': 'max-age=0' }, body }
+          : { status: 304, headers: { etag: '"j1"', 'cache-control': 'max-age=60' } })
+        await get('/j')
+        await untilStored(app)
+        const validated = await get('/j')
+        t.equal(validated.headers['x-cache'], 'REVALIDATED')
+        t.equal(validated.body, body, 'the stored body, whatever form it is stored in')
+        t.equal(validated.headers['content-encoding'], undefined)
+        await untilStored(app, 2)
+        for (const accept of [undefined, 'br']) {
+          const hit = await get('/j', accept === undefined ? {} : { 'accept-encoding': accept })
+          t.equal(hit.headers['x-cache'], 'HIT', `${String(accept)}: a hit`)
+          const sent = hit.headers['content-encoding'] === 'br' ? brotliDecompressSync(hit.rawPayload).toString() : hit.body
+          t.equal(sent, body, `${String(accept)}: the whole body`)
+        }
         t.equal(origin.count(), 2)
       })
 

@@ -544,6 +544,8 @@ export class ResponseCache {
     }
     if (stored.originEtag === true) entry.originEtag = true
     if (stored.vary !== undefined) entry.vary = stored.vary
+    // The body is the stored bytes: compressed ones stay marked as such.
+    if (stored.encoding !== undefined) entry.encoding = stored.encoding
     return { entry, storable }
   }
 
