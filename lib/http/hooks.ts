@@ -515,6 +515,8 @@ export class ResponseCache {
     if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
     state.capture = capture
     state.settle?.(capture)
+    // As in app mode: its hits will be sent brotli-encoded or not, by the request's Accept-Encoding.
+    if (this.compresses(route, capture)) reply.header('vary', mergeVary(reply.getHeader('vary'), ['accept-encoding']))
     // A made-up validator still answers the client's If-None-Match; it is never sent upstream.
     if (!originEtag) reply.header('etag', etag)
     reply.header('cache-status', appendStatus(headers['cache-status'], forwardStatus(state.forward ?? 'uri-miss', status, true)))
