@@ -273,7 +273,7 @@ for (const kind of STORE_KINDS) {
 
       t.test('4.3.4 a revalidated entry whose body is stored compressed is served whole, to every client', async (t) => {
         const body = JSON.stringify({ rows: Array.from({ length: 200 }, (_, i) => ({ day: i, runs: i * 3 })) })
-        const { app, origin, get } = await setup(t, kind, (request, index) => index === 0
+        const { app, origin, get } = await setup(t, kind, (_request, index) => index === 0
           ? { headers: { 'content-type': 'application/json', etag: '"j1"', 'cache-control': 'max-age=0' }, body }
           : { status: 304, headers: { etag: '"j1"', 'cache-control': 'max-age=60' } })
         const miss = await get('/j')
