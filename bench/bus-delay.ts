@@ -12,7 +12,9 @@ import { performance } from 'node:perf_hooks'
 import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
+import { deleteByPrefix } from '../test/helpers/redis'
 import { startWorker } from '../test/helpers/workers'
+import { percentile } from './statistics'
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '60' } } })
 const rounds = Number(args.rounds)
@@ -55,11 +57,6 @@ async function firstFresh (port: number, value: string, since: number): Promise<
   }
 }
 
-function percentile (values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
-}
-
 async function main (): Promise<void> {
   const env = { REDIS_URL: redisUrl, CACHE_PREFIX: prefix, WORKER_LIFETIME_MS: String(10 * 60_000) }
   const ports = await Promise.all([0, 1, 2].map(() => startWorker(owner, 'instance-worker', env)))
@@ -89,18 +86,12 @@ ${row('the invalidating request\'s response', delays)}
 ${row('the start of the invalidating request', fromStart)}`)
 }
 
-main().then(async () => {
+main().catch((error: unknown) => {
+  console.error(error)
+  process.exitCode = 1
+}).finally(async () => {
   for (const fn of teardowns) await fn()
   const client = new Redis(redisUrl)
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
+  await deleteByPrefix(client, prefix)
   client.disconnect()
-}, async (error: unknown) => {
-  console.error(error)
-  for (const fn of teardowns) await fn()
-  process.exit(1)
 })

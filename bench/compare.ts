@@ -14,6 +14,7 @@ import { isDeepStrictEqual, parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { type Measurement, get, killAll, load, startServer } from './harness'
 import { BENCH_PATH, VARIANTS, type Variant, buildPayload } from './payload'
+import { median } from './statistics'
 
 const COMPARED: readonly Variant[] = [
   'ceiling', 'serialize', 'uncached', 'memory', 'redis', 'tiered', 'ioredis', 'handwritten', 'bentocache', 'bentocache-l2', 'dedupe', 'apicache'
@@ -69,12 +70,6 @@ async function measure (variant: Variant, bytes: number): Promise<Measurement> {
   } finally {
     await server.stop()
   }
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
 }
 
 type Table = Map<Variant, Row & { ratio: number }>

@@ -23,6 +23,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import cache from '../lib/index'
 import { escapeGlob } from '../lib/keys'
+import { median } from './statistics'
 
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 const NOISE_KEYS = positive('BENCH_NOISE_KEYS', '1000000')
@@ -66,12 +67,6 @@ interface Row {
   operation: string
   counts: number[]
   times: number[]
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
 }
 
 const ms = (value: number): string => value.toFixed(2)

@@ -14,6 +14,7 @@ import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import cache from '../lib/index'
 import { PAYLOAD, PAYLOAD_JSON } from './payload'
+import { percentile } from './statistics'
 
 const { values: args } = parseArgs({ options: { ops: { type: 'string', default: '5000' } } })
 const ops = Number(args.ops)
@@ -21,10 +22,6 @@ const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
 const prefix = `bench:ops-${randomBytes(4).toString('hex')}`
 
 interface Row { what: string, p50: number, p99: number }
-
-function percentile (sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
-}
 
 /** Runs `operation` ops times in sequence (after a tenth as warm-up) and returns its latencies' p50 and p99 in µs. */
 async function timed (what: string, operation: (i: number) => Promise<unknown>): Promise<Row> {
@@ -35,7 +32,6 @@ async function timed (what: string, operation: (i: number) => Promise<unknown>):
     await operation(i)
     micros.push(Number(process.hrtime.bigint() - started) / 1000)
   }
-  micros.sort((a, b) => a - b)
   return { what, p50: percentile(micros, 0.5), p99: percentile(micros, 0.99) }
 }
 

@@ -22,6 +22,7 @@ import { type Measurement, type Server, get, killAll, load, quiet, startServer }
 import { ALTERNATIVES, BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARIANTS, type Variant, isVariant } from './payload'
 import { type Window, markdown, summarize } from './profile'
 import { RedisCluster } from '../test/helpers/redis-cluster'
+import { median } from './statistics'
 
 const ROOT = join(__dirname, '..')
 const RESULTS = join(__dirname, 'results')
@@ -180,12 +181,6 @@ async function runOnce (index: number): Promise<RunResult> {
     result[variant] = { ...m, ratio: m.rps / ceiling }
   }
   return result
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
 }
 
 interface Summary {

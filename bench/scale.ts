@@ -18,6 +18,8 @@ import { RedisStore } from '../lib/stores/redis'
 import { TieredStore } from '../lib/stores/tiered'
 import { ThrottledLog } from '../lib/throttled-log'
 import { PAYLOAD_JSON } from './payload'
+import { percentile } from './statistics'
+import { deleteByPrefix } from '../test/helpers/redis'
 
 const { values: args } = parseArgs({ options: { max: { type: 'string', default: '1000000' } } })
 const max = Number(args.max)
@@ -27,11 +29,6 @@ const CONCURRENCY = 500
 const HOUR_MS = 3_600_000
 
 const ms = (since: bigint): number => Number(process.hrtime.bigint() - since) / 1e6
-
-function percentile (values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]
-}
 
 /** Writes ids [from, to) in parallel batches; returns how long it took. */
 async function fill (store: RedisStore, from: number, to: number, name: (i: number) => string, tags: string[] = []): Promise<number> {
@@ -43,15 +40,6 @@ async function fill (store: RedisStore, from: number, to: number, name: (i: numb
     await Promise.all(batch)
   }
   return ms(started)
-}
-
-async function removePrefix (client: Redis): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 5000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
 }
 
 async function hitsByEntryCount (client: Redis): Promise<string> {
@@ -76,7 +64,7 @@ async function hitsByEntryCount (client: Redis): Promise<string> {
     rows.push(`| ${count.toLocaleString('en')} | ${(fillMs / 1000).toFixed(1)} | ${percentile(micros, 0.5).toFixed(0)} | ${percentile(micros, 0.99).toFixed(0)} | ${(Number(memory) / 2 ** 20).toFixed(0)} |`)
   }
   await app.close()
-  await removePrefix(client)
+  await deleteByPrefix(client, prefix)
   return '| entries in Redis | fill s | hit p50 µs | hit p99 µs | Redis used_memory MiB |\n| ---: | ---: | ---: | ---: | ---: |\n' + rows.join('\n')
 }
 
@@ -99,7 +87,7 @@ async function tagInvalidation (client: Redis): Promise<string> {
       rows.push(`| ${size.toLocaleString('en')} | ${soft ? 'soft' : 'hard'} | ${took.toFixed(1)} | ${readMs.toFixed(2)} |`)
     }
   }
-  await removePrefix(client)
+  await deleteByPrefix(client, prefix)
   return '| entries with the tag | invalidation | invalidateTags ms (token change + reclaim or count) | next read ms |\n| ---: | --- | ---: | ---: |\n' + rows.join('\n')
 }
 
@@ -129,7 +117,7 @@ async function tierAgainstBounds (client: Redis): Promise<string> {
     await bus.close()
     await tier.close()
   }
-  await removePrefix(client)
+  await deleteByPrefix(client, prefix)
   return `20,000 distinct ${value.length}-byte entries read through the tier:\n\n| maxEntries | maxBytes MiB | held | held bytes MiB (values + ids) | memory retained MiB (heap + buffers freed when dropped) |\n| ---: | ---: | ---: | ---: | ---: |\n` + rows.join('\n')
 }
 
@@ -140,7 +128,7 @@ async function main (): Promise<void> {
     console.log(`## Tag invalidation by tag size\n\n${await tagInvalidation(client)}\n`)
     console.log(`## The in-process tier against its bounds\n\n${await tierAgainstBounds(client)}\n`)
   } finally {
-    await removePrefix(client)
+    await deleteByPrefix(client, prefix)
     client.disconnect()
   }
 }

@@ -13,6 +13,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import cache from '../lib/index'
 import { type WarmDeps, type WarmResult, type WarmTarget, warmTargets } from '../lib/warm'
+import { median } from './statistics'
 
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 const TARGETS = positive('BENCH_WARM_TARGETS', '1000')
@@ -30,12 +31,6 @@ function positive (name: string, fallback: string): number {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
-}
 
 async function buildApp (): Promise<FastifyInstance> {
   const app = Fastify({ logger: { level: 'warn' } })
