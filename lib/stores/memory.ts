@@ -52,8 +52,7 @@ export class MemoryStore implements CacheStore {
     const leased = this.current(this.leases, id) !== undefined
     if (entry === undefined || state === 'invalid') return { value: null, stale: false, leased, stamp }
     this.touch(id, entry)
-    const entryTags = entry.tags.map(([tag]) => tag)
-    return { value: entry.value, stale: state === 'stale', leased, stamp, ttlMs: entry.expiresAt - Date.now(), entryTags }
+    return { value: entry.value, stale: state === 'stale', leased, stamp }
   }
 
   async peek (id: string): Promise<Buffer | undefined> {
