@@ -2,9 +2,10 @@
  * The example server as `npm start` runs it, in a child process with the environment a test gives, answering over
  * real HTTP on a free loopback port.
  */
-import { spawn } from 'node:child_process'
+import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { resolve } from 'node:path'
+import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Teardownable, freePort } from './redis'
 
@@ -26,15 +27,7 @@ export interface RunningServer {
  * answers. Always killed at teardown.
  */
 export async function startServer (t: Teardownable, env: Record<string, string | undefined>): Promise<RunningServer> {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'example-server/server.ts'], {
-    cwd: ROOT,
-    env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const { child, port, output } = await spawnServer(env)
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
   const running = (): boolean => child.exitCode === null && child.signalCode === null
   t.teardown(async () => {
@@ -47,16 +40,16 @@ export async function startServer (t: Teardownable, env: Record<string, string |
   // tsx compiles the sources on start: seconds on a busy machine
   const deadline = Date.now() + START_TIMEOUT_MS
   for (;;) {
-    if (!running()) throw new Error(`the server exited before answering:\n${output}`)
-    if (Date.now() > deadline) throw new Error(`the server was not ready within ${START_TIMEOUT_MS} ms:\n${output}`)
+    if (!running()) throw new Error(`the server exited before answering:\n${output()}`)
+    if (Date.now() > deadline) throw new Error(`the server was not ready within ${START_TIMEOUT_MS} ms:\n${output()}`)
     // the ready line, which the tests read, is logged once listen() has resolved
-    if (output.includes('example server listening at') &&
+    if (output().includes('example server listening at') &&
       await fetch(`${base}/health`).then((response) => response.ok, () => false)) break
     await sleep(100)
   }
   return {
     base,
-    output: () => output,
+    output,
     stop: async () => {
       child.kill('SIGTERM')
       const [code] = await exited
@@ -78,6 +71,15 @@ export async function waitForStored (base: string, count: number, adminToken: st
 
 /** Runs `npm start`'s command with the given environment until it exits by itself (a start that must fail). */
 export async function runUntilExit (env: Record<string, string | undefined>): Promise<{ code: number | null, output: string }> {
+  const { child, output } = await spawnServer(env)
+  const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS)
+  const [code] = await once(child, 'exit') as [number | null, NodeJS.Signals | null]
+  clearTimeout(timer)
+  return { code, output: output() }
+}
+
+/** `npm start`'s command on a free loopback port, with everything it writes collected. */
+async function spawnServer (env: Record<string, string | undefined>): Promise<{ child: ChildProcessByStdio<null, Readable, Readable>, port: number, output: () => string }> {
   const port = await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', 'example-server/server.ts'], {
     cwd: ROOT,
@@ -87,8 +89,5 @@ export async function runUntilExit (env: Record<string, string | undefined>): Pr
   let output = ''
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS)
-  const [code] = await once(child, 'exit') as [number | null, NodeJS.Signals | null]
-  clearTimeout(timer)
-  return { code, output }
+  return { child, port, output: () => output }
 }
