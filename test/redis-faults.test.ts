@@ -413,7 +413,11 @@ t.test('7. evictions (allkeys-lru): invalidateTags still makes every tagged entr
   await sleep(50)
   const evicted = await infoField(raw, 'stats', 'evicted_keys')
   t.ok(evicted > 0, `keys were evicted (${evicted})`)
-  // A last batch, so that some entries of the tag surely exist when it is invalidated.
+  // A last batch, so that some entries of the tag surely exist when it is invalidated. Redis's LRU clock ticks once a
+  // second: without the pause, every key looks as recently used as the tag's token, and eviction may take the token
+  // (which makes every entry of the tag a miss, by design) as readily as an old entry. After it, the token and this
+  // batch are younger than what came before, which the last evictions then take.
+  await sleep(1100)
   for (let i = 300; i < 320; i++) {
     keys.push(`fleet:${i}`)
     await set(`fleet:${i}`, { i, pad })
