@@ -1,4 +1,4 @@
-import { brotliDecompressSync, gunzipSync } from 'node:zlib'
+import { brotliCompressSync, brotliDecompressSync, constants, gunzipSync } from 'node:zlib'
 import compress from '@fastify/compress'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
@@ -72,6 +72,34 @@ t.test('the bytes in Redis are the compressed body', async (t) => {
   const client = await createClient(t)
   const stored = await client.getBuffer(`${prefix}:e:{report}`)
   t.ok(stored !== null && stored.length < BODY.length / 3, `${stored?.length ?? 0} bytes stored for a ${BODY.length}-byte body`)
+})
+
+t.test('brotli quality: 10 up to 16 KiB and 5 above by default, or the one the options set', async (t) => {
+  // Varied numbers, as analytics answers have: on them the qualities give different bytes.
+  const rows = (count: number): string => JSON.stringify({ rows: Array.from({ length: count }, (_, i) => ({ day: i % 28, runs: (i * 7919) % 5003, failures: (i * 31) % 17 })) })
+  const medium = rows(300)
+  const large = rows(1200)
+  t.ok(medium.length < 16 * 1024 && large.length > 16 * 1024, `${medium.length} and ${large.length} bytes, either side of 16 KiB`)
+  const brotli = (body: string, quality: number): Buffer => brotliCompressSync(body, {
+    params: { [constants.BROTLI_PARAM_QUALITY]: quality, [constants.BROTLI_PARAM_SIZE_HINT]: Buffer.byteLength(body) }
+  })
+  const cases: Array<[string, Parameters<typeof cachedApp>[2], Record<string, unknown>, string, number, number]> = [
+    ['default, a body under 16 KiB', {}, {}, medium, 10, 5],
+    ['default, a body over 16 KiB', {}, {}, large, 5, 10],
+    ['quality 3 on the plugin', { compression: { quality: 3 } }, {}, medium, 3, 10],
+    ['quality 11 on the route', {}, { compression: { quality: 11 } }, large, 11, 5]
+  ]
+  for (const [what, options, route, body, quality, other] of cases) {
+    t.notSame(brotli(body, quality), brotli(body, other), `${what}: quality ${quality} and ${other} give different bytes, for the test to tell them apart`)
+    const prefix = `test:compression:${randomBytes(4).toString('hex')}`
+    const app = await cachedApp(t, 'redis', { prefix, ...options })
+    app.get('/report', { config: { cache: { key: 'report', ...route } } }, async (_request, reply) => reply.type('application/json').send(body))
+    await app.inject('/report')
+    await untilStored(app)
+    const hit = await app.inject({ url: '/report', headers: { 'accept-encoding': 'br' } })
+    t.equal(hit.headers['content-encoding'], 'br', `${what}: sent as stored`)
+    t.same(hit.rawPayload, brotli(body, quality), `${what}: compressed at quality ${quality}`)
+  }
 })
 
 t.test('not compressed: small bodies, compression: false, the memory store, sensitive routes', async (t) => {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { type HttpEntry, decodeEntry, encodeEntry, isEntryBytes } from '../lib/entry'
 
 const MARKER = 0x48
-const VERSION = 1
+const VERSION = 2
 
 function entry (overrides: Partial<HttpEntry> = {}): HttpEntry {
   return {
@@ -27,7 +27,18 @@ function frame (meta: string | Buffer, body: Buffer = Buffer.alloc(0), options: 
   return Buffer.concat([head, metaBytes, body])
 }
 
-const VALID_META = { s: 200, h: { a: 'b' }, t: 1, l: 60, e: '"x"' }
+const VALID_META = [200, { a: 'b' }, 1, 60, '"x"']
+/** Version 1 wrote the same fields as an object with one-letter names. */
+const VALID_META_V1 = { s: 200, h: { a: 'b' }, t: 1, l: 60, e: '"x"' }
+/** The position of each of version 1's names in version 2's array. */
+const POSITION = { s: 0, h: 1, t: 2, l: 3, e: 4, d: 5, z: 6, v: 7, r: 8, w: 9, f: 10, o: 11 } as const
+
+/** Valid metadata with one field changed (undefined: left out), in both versions' layouts. */
+function withField (name: keyof typeof POSITION, value: unknown): Array<[number, unknown]> {
+  const v2: unknown[] = [...VALID_META]
+  v2[POSITION[name]] = value === undefined ? null : value
+  return [[2, v2], [1, { ...VALID_META_V1, [name]: value }]]
+}
 
 t.test('round trip: status, headers, body, times and etag come back unchanged', async (t) => {
   const original = entry({
@@ -78,7 +89,7 @@ t.test('the encoded bytes start with the marker, the version and the meta length
   t.equal(bytes[1], VERSION)
   const metaLength = bytes.readUInt32BE(2)
   t.equal(bytes.length, 6 + metaLength + 'hello'.length)
-  t.same(JSON.parse(bytes.toString('utf8', 6, 6 + metaLength)).s, 200)
+  t.same(JSON.parse(bytes.toString('utf8', 6, 6 + metaLength))[0], 200)
   t.equal(bytes.subarray(6 + metaLength).toString(), 'hello', 'the body is stored raw, after the metadata')
   t.equal(isEntryBytes(bytes), true)
 })
@@ -104,7 +115,7 @@ t.test('corrupt input: a wrong marker', async (t) => {
 })
 
 t.test('corrupt input: a wrong version', async (t) => {
-  for (const version of [0, 2, 0x48, 0xff]) {
+  for (const version of [0, 3, 0x48, 0xff]) {
     t.throws(() => decodeEntry(frame(JSON.stringify(VALID_META), Buffer.alloc(0), { version })),
       { code: 'FST_CACHE_CORRUPT_ENTRY' }, `version ${version}`)
   }
@@ -132,45 +143,48 @@ t.test('corrupt input: metadata that is not JSON', async (t) => {
 })
 
 t.test('corrupt input: metadata of the wrong shape', async (t) => {
-  const cases: Array<[string, unknown]> = [
-    ['null', null],
-    ['an array', [200, {}, 1, 60, '"x"']],
-    ['a string', 'entry'],
-    ['a number', 42],
-    ['true', true],
-    ['an empty object', {}],
-    ['no status', { ...VALID_META, s: undefined }],
-    ['a string status', { ...VALID_META, s: '200' }],
-    ['a fractional status', { ...VALID_META, s: 200.5 }],
-    ['no headers', { ...VALID_META, h: undefined }],
-    ['null headers', { ...VALID_META, h: null }],
-    ['string headers', { ...VALID_META, h: 'content-type: x' }],
-    ['no storedAt', { ...VALID_META, t: undefined }],
-    ['a string storedAt', { ...VALID_META, t: '1' }],
-    ['no ttl', { ...VALID_META, l: undefined }],
-    ['a null ttl', { ...VALID_META, l: null }],
-    ['no etag', { ...VALID_META, e: undefined }],
-    ['a number etag', { ...VALID_META, e: 5 }]
+  const whole: Array<[string, number, unknown]> = [
+    ['null', 2, null], ['null', 1, null],
+    ['an object, in version 2', 2, VALID_META_V1],
+    ['an array, in version 1', 1, VALID_META],
+    ['a string', 2, 'entry'], ['a string', 1, 'entry'],
+    ['a number', 2, 42], ['true', 1, true],
+    ['an empty object', 1, {}], ['an empty array', 2, []],
+    ['too few fields', 2, [200, { a: 'b' }, 1, 60]],
+    ['too many fields', 2, [...VALID_META, 1, 'br', {}, 'always', 1, 1, 1, 'extra']]
   ]
-  for (const [label, meta] of cases) {
-    t.throws(() => decodeEntry(frame(JSON.stringify(meta) ?? '')), { code: 'FST_CACHE_CORRUPT_ENTRY' }, label)
-  }
-})
-
-t.test('corrupt input: headers and vary of the wrong inner shape', async (t) => {
-  const cases: Array<[string, unknown]> = [
-    ['headers as an array', { ...VALID_META, h: ['content-type', 'x'] }],
-    ['a number header value', { ...VALID_META, h: { 'content-length': 5 } }],
-    ['an object header value', { ...VALID_META, h: { a: { b: 'c' } } }],
-    ['a header list with a non-string', { ...VALID_META, h: { a: ['x', 1] } }],
-    ['vary as a string', { ...VALID_META, v: 'accept' }],
-    ['vary as null', { ...VALID_META, v: null }],
-    ['vary as an array', { ...VALID_META, v: ['accept'] }],
-    ['a number vary value', { ...VALID_META, v: { accept: 1 } }]
+  const fields: Array<[string, keyof typeof POSITION, unknown]> = [
+    ['no status', 's', undefined],
+    ['a string status', 's', '200'],
+    ['a fractional status', 's', 200.5],
+    ['no headers', 'h', undefined],
+    ['null headers', 'h', null],
+    ['string headers', 'h', 'content-type: x'],
+    ['no storedAt', 't', undefined],
+    ['a string storedAt', 't', '1'],
+    ['no ttl', 'l', undefined],
+    ['a null ttl', 'l', null],
+    ['no etag', 'e', undefined],
+    ['a number etag', 'e', 5],
+    ['headers as an array', 'h', ['content-type', 'x']],
+    ['a number header value', 'h', { 'content-length': 5 }],
+    ['an object header value', 'h', { a: { b: 'c' } }],
+    ['a header list with a non-string', 'h', { a: ['x', 1] }],
+    ['vary as a string', 'v', 'accept'],
+    ['vary as an array', 'v', ['accept']],
+    ['a number vary value', 'v', { accept: 1 }],
+    ['an unknown encoding', 'z', 'gzip'],
+    ['a string computeMs', 'd', '5']
   ]
-  for (const [label, meta] of cases) {
-    t.throws(() => decodeEntry(frame(JSON.stringify(meta))), { code: 'FST_CACHE_CORRUPT_ENTRY' }, label)
+  const cases = [
+    ...whole.map(([label, version, meta]) => [`${label} (version ${version})`, version, meta] as const),
+    ...fields.flatMap(([label, name, value]) => withField(name, value).map(([version, meta]) => [`${label} (version ${version})`, version, meta] as const))
+  ]
+  for (const [label, version, meta] of cases) {
+    t.throws(() => decodeEntry(frame(JSON.stringify(meta) ?? '', Buffer.alloc(0), { version })), { code: 'FST_CACHE_CORRUPT_ENTRY' }, label)
   }
+  t.throws(() => decodeEntry(frame(JSON.stringify({ ...VALID_META_V1, v: null }), Buffer.alloc(0), { version: 1 })),
+    { code: 'FST_CACHE_CORRUPT_ENTRY' }, 'vary as null, which version 1 never wrote')
 })
 
 t.test('the error is a FST_CACHE_CORRUPT_ENTRY with a message saying what is wrong', async (t) => {
@@ -183,14 +197,57 @@ t.test('the error is a FST_CACHE_CORRUPT_ENTRY with a message saying what is wro
   }
 })
 
-t.test('shared-mode fields round trip, and entries written before them still decode', async (t) => {
+t.test('shared-mode fields round trip', async (t) => {
   const shared = entry({ revalidate: 'once-stale', staleWhileRevalidate: 30, staleIfError: 300, originEtag: true })
   t.same(decodeEntry(encodeEntry(shared)), shared)
   const always = entry({ revalidate: 'always' })
   t.same(decodeEntry(encodeEntry(always)), always)
-  const old = decodeEntry(frame(JSON.stringify(VALID_META), Buffer.from('b')))
-  t.same(old, { status: 200, headers: { a: 'b' }, body: Buffer.from('b'), storedAt: 1, ttl: 60, etag: '"x"' }, 'no new field appears')
-  for (const [name, bad] of [['r', 'sometimes'], ['w', '30'], ['f', null]] as const) {
-    t.throws(() => decodeEntry(frame(JSON.stringify({ ...VALID_META, [name]: bad }))), { code: 'FST_CACHE_CORRUPT_ENTRY' }, `a wrong ${name}`)
+  for (const [name, bad] of [['r', 'sometimes'], ['w', '30'], ['f', 'x']] as const) {
+    for (const [version, meta] of withField(name, bad)) {
+      t.throws(() => decodeEntry(frame(JSON.stringify(meta), Buffer.alloc(0), { version })), { code: 'FST_CACHE_CORRUPT_ENTRY' }, `a wrong ${name} (version ${version})`)
+    }
   }
+})
+
+t.test('the metadata holds its fields by position, without names, and leaves out trailing absent ones', async (t) => {
+  const metaOf = (bytes: Buffer): unknown => JSON.parse(bytes.toString('utf8', 6, 6 + bytes.readUInt32BE(2)))
+  t.same(metaOf(encodeEntry(entry({ computeMs: 3, encoding: 'br' }))),
+    [200, { 'content-type': 'application/octet-stream' }, 1_700_000_000_123, 60, '"abc"', 3, 'br'])
+  t.same(metaOf(encodeEntry(entry({ vary: { accept: 'x' } }))),
+    [200, { 'content-type': 'application/octet-stream' }, 1_700_000_000_123, 60, '"abc"', null, null, { accept: 'x' }],
+    'an absent field before a present one is null')
+})
+
+t.test('entries of version 1 (named fields) still decode, every field included', async (t) => {
+  const full = {
+    s: 203,
+    h: { 'content-type': 'text/plain', link: ['<a>', '<b>'] },
+    t: 5,
+    l: 60,
+    e: 'W/"w"',
+    v: { accept: 'x' },
+    d: 12,
+    z: 'br',
+    r: 'always',
+    w: 30,
+    f: 300,
+    o: 1
+  }
+  t.same(decodeEntry(frame(JSON.stringify(full), Buffer.from('b'), { version: 1 })), {
+    status: 203,
+    headers: { 'content-type': 'text/plain', link: ['<a>', '<b>'] },
+    body: Buffer.from('b'),
+    storedAt: 5,
+    ttl: 60,
+    etag: 'W/"w"',
+    vary: { accept: 'x' },
+    computeMs: 12,
+    encoding: 'br',
+    revalidate: 'always',
+    staleWhileRevalidate: 30,
+    staleIfError: 300,
+    originEtag: true
+  })
+  const old = decodeEntry(frame(JSON.stringify(VALID_META_V1), Buffer.from('b'), { version: 1 }))
+  t.same(old, { status: 200, headers: { a: 'b' }, body: Buffer.from('b'), storedAt: 1, ttl: 60, etag: '"x"' }, 'no absent field appears')
 })

@@ -78,6 +78,8 @@ t.test('each wrong plugin option throws FST_CACHE_INVALID_OPTION naming the opti
     [{ memory: { ttl: 0 } }, 'memory.ttl', '0'],
     [{ compression: { minBytes: -1 } }, 'compression', '-1'],
     [{ compression: true }, 'compression', 'true'],
+    [{ compression: { quality: 12 } }, 'compression', '12'],
+    [{ compression: { quality: 2.5 } }, 'compression', '2.5'],
     [{ lookup: 'sometimes' }, 'lookup', '"sometimes"'],
     [{ allowBypass: 'yes' }, 'allowBypass', '"yes"']
   ]

@@ -52,10 +52,10 @@ export async function typeChecks (redisClient: Redis, clusterClient: Cluster): P
     storeTimeoutMs: 250,
     connectTimeoutMs: 2000,
     memory: { maxEntries: 100, maxBytes: 1 << 20, ttl: 10 },
-    compression: { minBytes: 2048 }
+    compression: { minBytes: 2048, quality: 11 }
   })
   await app.register(cache, { compression: false })
-  // @ts-expect-error compression is false or { minBytes }
+  // @ts-expect-error compression is false or { minBytes, quality }
   await app.register(cache, { compression: true })
   await app.register(cache, { redis: { host: '127.0.0.1', port: 6379, connectionName: 'x' } })
   await app.register(cache, { redis: redisClient, allowBypass: false })

@@ -5,18 +5,36 @@ import { type Headers, parseAcceptEncoding, parseCacheControl } from './policy'
 
 const compress = promisify(brotliCompress)
 
-/** Quality 5: within a few percent of the best ratio on JSON, at a tenth of the time of 9 and above. */
-const QUALITY = 5
+/** How a route's bodies are stored compressed. */
+export interface Compression {
+  minBytes: number
+  /** Brotli's quality; undefined for the default by size (qualityFor). */
+  quality: number | undefined
+}
+
+/**
+ * Quality 10 compresses JSON 10 to 16 % smaller than 5 to 9 (which hardly differ), at about 0.3 ms of CPU per KB
+ * instead of 0.03: worth it once per store for bodies that are read many times, up to a size where it would hold a
+ * zlib thread for more than a few milliseconds. Smaller values also fall into smaller allocation classes in Redis.
+ */
+const HIGH_QUALITY = 10
+const HIGH_QUALITY_MAX_BYTES = 16 * 1024
+const FAST_QUALITY = 5
+
+function qualityFor (bytes: number): number {
+  return bytes <= HIGH_QUALITY_MAX_BYTES ? HIGH_QUALITY : FAST_QUALITY
+}
 const COMPRESSIBLE = /^(?:text\/|application\/(?:[\w.+-]*\+)?(?:json|xml|javascript|x-ndjson)|image\/svg\+xml)/i
 
 /**
  * The entry with its body compressed, when compressing is worth it: a compressible type, no encoding already, and a
  * result that is smaller. Runs off the event loop (zlib's thread pool), after the response has gone out.
  */
-export async function compressedEntry (entry: HttpEntry, minBytes: number): Promise<HttpEntry> {
-  if (!worthCompressing(entry, minBytes)) return entry
+export async function compressedEntry (entry: HttpEntry, compression: Compression): Promise<HttpEntry> {
+  if (!worthCompressing(entry, compression.minBytes)) return entry
+  const quality = compression.quality ?? qualityFor(entry.body.length)
   const body = await compress(entry.body, {
-    params: { [constants.BROTLI_PARAM_QUALITY]: QUALITY, [constants.BROTLI_PARAM_SIZE_HINT]: entry.body.length }
+    params: { [constants.BROTLI_PARAM_QUALITY]: quality, [constants.BROTLI_PARAM_SIZE_HINT]: entry.body.length }
   })
   return body.length < entry.body.length ? { ...entry, body, encoding: 'br' } : entry
 }

@@ -9,7 +9,7 @@ import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
 import type { StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
-import { compressedEntry, worthCompressing } from './encoding'
+import { type Compression, compressedEntry, worthCompressing } from './encoding'
 import { Flights } from './flights'
 import type { Leases } from './leases'
 import { type ForwardReason, appendStatus, forwardStatus, unavailableStatus } from './cache-status'
@@ -585,7 +585,12 @@ export class ResponseCache {
 
   /** Compressed for Redis only: in memory, every hit of a client without brotli would pay for decompressing. */
   private compresses (route: CompiledRoute, entry: HttpEntry): boolean {
-    return route.compressMinBytes !== undefined && !this.local && worthCompressing(entry, route.compressMinBytes)
+    return this.compressionFor(route, entry) !== undefined
+  }
+
+  private compressionFor (route: CompiledRoute, entry: HttpEntry): Compression | undefined {
+    const compression = route.compression
+    return compression !== undefined && !this.local && worthCompressing(entry, compression.minBytes) ? compression : undefined
   }
 
   /** Stores a captured response; resolves false when it was refused or failed (both counted). */
@@ -595,7 +600,8 @@ export class ResponseCache {
     const stamp = state.stamp
     if (stamp === undefined) return false
     // A body that cannot be compressed is stored as it is.
-    const stored = this.compresses(route, entry) ? await compressedEntry(entry, route.compressMinBytes ?? 0).catch(() => entry) : entry
+    const compression = this.compressionFor(route, entry)
+    const stored = compression !== undefined ? await compressedEntry(entry, compression).catch(() => entry) : entry
     try {
       const plain = encodeEntry(stored)
       const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain

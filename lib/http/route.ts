@@ -3,6 +3,7 @@ import { FST_CACHE_INVALID_OPTION } from '../errors'
 import { type CacheKey, keyId, tagId } from '../keys'
 import { type CacheBehaviourOptions, type CachePluginOptions, DEFAULTS, type LookupPhase, type RouteCacheOptions, RouteOptionsSchema, assertValid } from '../options'
 import type { CacheCounters, CacheStats } from '../stats'
+import type { Compression } from './encoding'
 import type { StoragePolicy } from './policy'
 import type { RequestDirectiveName } from './shared-policy'
 import { requestUrlTag } from './unsafe'
@@ -44,8 +45,8 @@ export interface CompiledRoute {
   coalesceWaitMs: number
   /** Entries are encrypted, and plaintext ones refused. */
   sensitive: boolean
-  /** Bodies of at least this many bytes are stored compressed; undefined for never. */
-  compressMinBytes: number | undefined
+  /** How bodies are stored compressed; undefined for never. */
+  compression: Compression | undefined
   /** Set in shared mode: freshness comes from each response's headers (RFC 9111), not from the route. */
   shared: SharedRoute | undefined
   keyOf (request: FastifyRequest): string
@@ -135,7 +136,7 @@ function common (
     query: options.query === undefined ? undefined : new Set(options.query),
     coalesceWaitMs: options.coalesceWaitMs ?? settings.coalesceWaitMs,
     sensitive,
-    compressMinBytes: compressMinBytes(options.compression ?? settings.compression, sensitive),
+    compression: compileCompression(options.compression ?? settings.compression, sensitive),
     keyOf: compileKey(options.key, url, vary),
     tagsOf: compileTags(options.tags),
     invalidatesOf: compileInvalidates(options.invalidates)
@@ -166,16 +167,17 @@ function compileShared (options: RouteCacheOptions, url: string, settings: Plugi
   }
 }
 
+/** Never for sensitive routes: the size of a compressed secret can tell what it holds (as in BREACH). */
+function compileCompression (compression: CacheBehaviourOptions['compression'], sensitive: boolean): Compression | undefined {
+  if (compression === false || compression === undefined || sensitive) return undefined
+  return { minBytes: compression.minBytes ?? DEFAULTS.compression.minBytes, quality: compression.quality }
+}
+
 /**
  * Public or private with max-age, plus the stale windows the route allows (RFC 5861), so that browsers and CDNs may
  * do what the plugin does; private for credentialed requests, so that no shared cache keeps a per-user answer. A
  * route's own value replaces both; false sends none.
  */
-/** Never for sensitive routes: the size of a compressed secret can tell what it holds (as in BREACH). */
-function compressMinBytes (compression: CacheBehaviourOptions['compression'], sensitive: boolean): number | undefined {
-  if (compression === false || compression === undefined || sensitive) return undefined
-  return compression.minBytes ?? DEFAULTS.compression.minBytes
-}
 
 function compileCacheControl (own: string | false | undefined, ttl: number, staleWhileRevalidate: number, staleIfError: number): CompiledRoute['cacheControl'] {
   if (own !== undefined) {

@@ -6,7 +6,9 @@ import { RedisLayout } from './redis-layout'
 import {
   type RedisClient, deleteVersion, expireEntry, invalidateTag, readEntry, release, tagEntry, token, writeEntry
 } from './redis-scripts'
-import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
+import {
+  INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp, tokenHalves
+} from './store'
 import { newTokenPart } from './tokens'
 
 // The key layout is in redis-layout.ts, the Lua scripts in redis-scripts.ts. One code path serves a single node and
@@ -67,9 +69,8 @@ export class RedisStore implements CacheStore {
     // definite token, which any later invalidation changes.
     const absent = tags.flatMap((_, i) => tokens[i] === null ? [i] : [])
     if (absent.length > 0) {
-      const part = newTokenPart()
       const created = await batch(this.client, absent.map((i): Call =>
-        ({ script: token, keys: [layout.token(tags[i] ?? '')], args: [part + '.' + part, INVALIDATION_WINDOW_MS] })))
+        ({ script: token, keys: [layout.token(tags[i] ?? '')], args: [newTagToken(), INVALIDATION_WINDOW_MS] })))
       absent.forEach((i, n) => { tokens[i] = created[n] })
     }
     const captured = tags.map((tag, i) => [tag, text(tokens[i])] as const)
@@ -129,8 +130,7 @@ export class RedisStore implements CacheStore {
     const stamp = options.stamp
     if (stamp === undefined) {
       // Not conditional: the header carries the tags' current tokens, read (or created) first.
-      const part = newTokenPart()
-      const current = await batch(this.client, tags.map((tag) => tagCall(tag, part + '.' + part)))
+      const current = await batch(this.client, tags.map((tag) => tagCall(tag, newTagToken())))
       await batch(this.client, [writeCall(headerLine(version, tags, current.map(text)))])
       return true
     }
@@ -294,8 +294,8 @@ export class RedisStore implements CacheStore {
     for (const [tag, recorded] of header.tags) {
       const now = current.get(tag)
       if (now === undefined) return 'invalid'
-      const [hard, soft] = halves(recorded)
-      const [nowHard, nowSoft] = halves(now)
+      const [hard, soft] = tokenHalves(recorded)
+      const [nowHard, nowSoft] = tokenHalves(now)
       if (hard !== nowHard) return 'invalid'
       if (soft !== nowSoft) state = 'stale'
     }
@@ -370,9 +370,12 @@ function text (reply: unknown): string {
   return reply === null || reply === undefined ? '' : String(reply)
 }
 
-function halves (token: string): [string, string] {
-  const dot = token.indexOf('.')
-  return dot === -1 ? [token, ''] : [token.slice(0, dot), token.slice(dot + 1)]
+/**
+ * A new tag's token: a fresh hard half and an empty soft one, which the first soft invalidation fills. Every entry
+ * carries its tags' tokens in its header, so the empty half saves a token's length per tag in every entry.
+ */
+function newTagToken (): string {
+  return newTokenPart() + '.'
 }
 
 /** The header of stored bytes, or undefined when they are not an entry (no header line). */
