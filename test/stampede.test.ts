@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import cache from '../lib/index'
-import { sleep } from './helpers/app'
+import { sleep, until } from './helpers/app'
 import { startWorker } from './helpers/workers'
 import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
@@ -17,8 +17,13 @@ t.test('500 concurrent requests on a cold key across 4 processes sharing Redis',
   }))
   t.ok(responses.every((response) => response.status === 200), 'every request succeeded')
   let calls = 0
-  for (const port of ports) calls += ((await (await fetch(`http://127.0.0.1:${port}/calls`)).json()) as { calls: number }).calls
-  t.equal(calls, 1, 'the handler ran once across all four processes')
+  let errors = 0
+  for (const port of ports) {
+    const counts = (await (await fetch(`http://127.0.0.1:${port}/calls`)).json()) as { calls: number, errors: number }
+    calls += counts.calls
+    errors += counts.errors
+  }
+  t.equal(calls, 1, `the handler ran once across all four processes (store errors: ${errors})`)
   t.equal(new Set(responses.map((response) => response.body.computedBy)).size, 1, 'everyone got the one computation')
 })
 
@@ -79,4 +84,47 @@ t.test('stale-while-revalidate across instances: one background refresh in all',
   await sleep(800)
   t.equal(calls, 2, 'the first computation, then exactly one refresh for thirty stale hits on three instances')
   for (const app of apps) t.equal((await app.inject('/kpi')).headers['x-cache'], 'HIT')
+})
+
+t.test('a miss takes the lease within its read, and gives it back with its write: no round trip of their own', async (t) => {
+  const prefix = uniquePrefix('lease-in-read')
+  const client = await createClient(t)
+  t.teardown(() => deleteByPrefix(client, prefix))
+  const monitor = await (await createClient(t)).monitor()
+  t.teardown(() => monitor.disconnect())
+  // What Redis ran for this test's keys, in order, with the handler's start marked.
+  const seen: string[] = []
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    // Commands a script runs are listed too, with 'lua' as their source: only round trips count here.
+    if (!source.includes('lua') && args.some((arg) => arg.includes(prefix))) seen.push(args[0]?.toLowerCase() === 'echo' ? 'handler' : String(args[0]).toLowerCase())
+  })
+  const app = Fastify()
+  await app.register(cache, { redis: await redisUrl(), prefix, compression: false })
+  t.teardown(() => app.close())
+  const leaseKeys: number[] = []
+  const handler = async (): Promise<string> => {
+    await client.echo(`${prefix}:handler`)
+    leaseKeys.push((await client.keys(`${prefix}:l:*`)).length)
+    return 'computed'
+  }
+  app.get('/plain', { config: { cache: { key: 'plain' } } }, handler)
+  app.get('/tagged', { config: { cache: { key: 'tagged', tags: ['t'] } } }, handler)
+  // Another key with the same tag first: Redis then knows every script, and the tag has its token record.
+  app.get('/warm', { config: { cache: { key: 'warm', tags: ['t'] } } }, async () => 'warm')
+  await app.inject('/warm')
+  await until('/warm stored', async () => (await client.exists(`${prefix}:e:{warm}`)) === 1)
+  for (const [url, before] of [['/plain', ['get', 'evalsha', 'get']], ['/tagged', ['evalsha', 'get', 'get']]] as const) {
+    seen.length = 0
+    t.equal((await app.inject(url)).headers['x-cache'], 'MISS')
+    await until(`${url} stored`, async () => (await client.exists(`${prefix}:e:{${url.slice(1)}}`)) === 1)
+    await sleep(100)
+    const marker = seen.indexOf('handler')
+    t.ok(marker > 0, `${url}: the handler ran after the read (${seen.join(' ')})`)
+    t.notOk(seen.slice(0, marker).includes('set'), `${url}: no SET NX of a lease before the handler`)
+    t.same(seen.slice(0, marker).sort(), [...before].sort(), `${url}: the read alone before the handler`)
+    t.equal(leaseKeys.pop(), 1, `${url}: the lease is held while the handler runs`)
+    t.equal(seen.slice(marker + 1).filter((command) => command === 'evalsha').length, url === '/plain' ? 1 : 2,
+      `${url}: after it, the write (and its tag's record), with no separate release`)
+    t.equal((await client.keys(`${prefix}:l:*`)).length, 0, `${url}: the lease is given back`)
+  }
 })

@@ -388,6 +388,48 @@ export async function storeContract (t: tap.Test, name: string, makeStore: Store
       t.equal(await store.acquireLease(key, 'e', LONG_MS), true, 'released by its holder')
     })
 
+    t.test('a read asked to take the lease takes it only when it finds nothing and the lease is free', async (t) => {
+      const store = await open(t)
+      const key = id('read-lease')
+      const first = await store.read(key, [], { token: 'a', ttlMs: LONG_MS })
+      t.equal(first.value, null)
+      t.equal(first.leaseTaken, true, 'nothing there: taken')
+      t.equal(first.leased, true, 'and reported as held')
+      t.equal(await store.acquireLease(key, 'x', LONG_MS), false, 'held by the read, for real')
+      const second = await store.read(key, [], { token: 'b', ttlMs: LONG_MS })
+      t.equal(second.leaseTaken, false, 'held by another: not taken')
+      t.equal(second.leased, true)
+      t.equal((await store.read(key, [])).leaseTaken ?? false, false, 'not taken when not asked')
+
+      t.equal(await store.set(key, bytes('v'), { ttlMs: LONG_MS, stamp: first.stamp, lease: 'b' }), true)
+      t.equal(await store.acquireLease(key, 'y', LONG_MS), false, 'a write gives back only its own lease')
+      await store.releaseLease(key, 'y')
+      const found = await store.read(key, [], { token: 'c', ttlMs: LONG_MS })
+      t.same(found.value, bytes('v'))
+      t.equal(found.leaseTaken ?? false, false, 'an entry is there: not taken')
+
+      const other = id('read-lease', 'short')
+      t.equal((await store.read(other, [], { token: 'd', ttlMs: SHORT_MS })).leaseTaken, true)
+      await sleep(EXPIRED_AFTER_MS)
+      t.equal((await store.read(other, [], { token: 'e', ttlMs: LONG_MS })).leaseTaken, true, 'a lease taken by a read lasts its ttl only')
+    })
+
+    t.test('a write gives back the lease it names, whether it is stored or refused', async (t) => {
+      const store = await open(t)
+      const key = id('write-lease')
+      const read = await store.read(key, [], { token: 'a', ttlMs: LONG_MS })
+      t.equal(read.leaseTaken, true)
+      t.equal(await store.set(key, bytes('v'), { ttlMs: LONG_MS, stamp: read.stamp, lease: 'a' }), true)
+      t.equal(await store.acquireLease(key, 'b', LONG_MS), true, 'given back with the write')
+      await store.releaseLease(key, 'b')
+
+      const refused = id('write-lease', 'refused')
+      const stale = await store.read(refused, [], { token: 'c', ttlMs: LONG_MS })
+      await store.delete([refused])
+      t.equal(await store.set(refused, bytes('late'), { ttlMs: LONG_MS, stamp: stale.stamp, lease: 'c' }), false, 'refused: deleted since its read')
+      t.equal(await store.acquireLease(refused, 'd', LONG_MS), true, 'given back all the same')
+    })
+
     t.test('soft invalidation keeps entries, marked stale, until they are rewritten', async (t) => {
       const store = await open(t)
       const tag = tagId('ws:soft')

@@ -14,6 +14,11 @@ interface Flight {
 export class Flights {
   private readonly flights = new Map<string, Flight>()
 
+  /** Whether a request of this process is computing id. */
+  has (id: string): boolean {
+    return this.flights.has(id)
+  }
+
   /** The leader's result, or undefined when there is no flight, it failed, or it took longer than waitMs. */
   join (id: string, waitMs: number): Promise<HttpEntry | undefined> | undefined {
     const flight = this.flights.get(id)

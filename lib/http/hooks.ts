@@ -7,7 +7,7 @@ import { KeyRing } from '../encryption'
 import { FST_CACHE_CORRUPT_ENTRY } from '../errors'
 import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
-import type { StoreRead, WriteStamp } from '../stores/store'
+import type { LeaseRequest, StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Compression, compressedEntry, worthCompressing } from './encoding'
 import { Flights } from './flights'
@@ -184,8 +184,10 @@ export class ResponseCache {
       }
     }
     // A store that just failed is not asked again for the same request: one deadline at most.
-    const found = peekFailed ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? []), NOTHING_READ, route.counters)
+    const lease = this.leaseToTake(state, bypass)
+    const found = peekFailed ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? [], lease), NOTHING_READ, route.counters)
     if (found !== NOTHING_READ) state.stamp = found.stamp
+    if (found.leaseTaken === true) state.lease = lease?.token
     if (found.corrupt === true) this.guarded.failed('decode', new FST_CACHE_CORRUPT_ENTRY('not an entry at its key'), route.counters)
     if (bypass) {
       state.outcome = 'BYPASS'
@@ -278,10 +280,24 @@ export class ResponseCache {
     if (shouldRefreshEarly(route, entry, freshUntil(entry) - Date.now())) this.refresh(request, state.id)
   }
 
+  /**
+   * The lease the full read takes if it finds nothing, when a miss would go on to compute: leases on, the response
+   * storable, no request of this process computing the key already (this one would wait for it), and not a request
+   * that is answered without the origin (only-if-cached).
+   */
+  private leaseToTake (state: RequestCacheState, bypass: boolean): LeaseRequest | undefined {
+    if (this.leases === undefined || bypass || state.noStore !== undefined || state.directives?.onlyIfCached === true) return undefined
+    if (state.route.coalesceWaitMs > 0 && this.flights.has(state.id)) return undefined
+    return this.leases.request()
+  }
+
   /** A miss: waits for a request of this process already computing the key, or leads the computation. */
   private async missOrShare (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState): Promise<boolean> {
     const route = state.route
-    const joined = route.coalesceWaitMs > 0 ? this.flights.join(state.id, route.coalesceWaitMs) : undefined
+    // A request whose read took the lease computes, whoever leads here: the others, in this process (a leader that
+    // read before it included) and in the others, wait for its entry. Giving the lease back to join instead would
+    // open a gap in which other instances see neither lease nor entry, and compute too.
+    const joined = route.coalesceWaitMs > 0 && state.lease === undefined ? this.flights.join(state.id, route.coalesceWaitMs) : undefined
     let shared: HttpEntry | undefined
     if (joined !== undefined) {
       shared = await joined
@@ -303,8 +319,9 @@ export class ResponseCache {
 
   /** Takes the lease to compute the key, or waits a bounded time for the instance that holds it. */
   private async acrossInstances (request: FastifyRequest, state: RequestCacheState): Promise<HttpEntry | undefined> {
-    // After a failed read there is no stamp, so nothing will be stored: a lease would only add a second deadline.
-    if (this.leases === undefined || state.stamp === undefined) return undefined
+    // After a failed read there is no stamp, so nothing will be stored: a lease would only add a second deadline. A
+    // read that found nothing may have taken the lease already.
+    if (this.leases === undefined || state.stamp === undefined || state.lease !== undefined) return undefined
     const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (bytes) => this.decode(bytes, state.route, state.id), (entry) =>
       varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry))
     if (outcome.kind === 'holder') {
@@ -579,8 +596,8 @@ export class ResponseCache {
     if (state == null) return
     state.settle?.(undefined)
     const written = state.capture === undefined ? Promise.resolve(false) : this.write(state, state.capture)
-    const lease = state.lease
-    if (lease !== undefined) written.finally(() => this.leases?.release(state.id, lease)).catch(() => {})
+    // A write that reached the store gave the lease back with it; otherwise it goes back on its own.
+    written.finally(() => { if (state.lease !== undefined) this.leases?.release(state.id, state.lease) }).catch(() => {})
   }
 
   /** Compressed for Redis only: in memory, every hit of a client without brotli would pay for decompressing. */
@@ -607,7 +624,9 @@ export class ResponseCache {
       const bytes = route.sensitive && this.keyRing !== undefined ? this.keyRing.encrypt(plain, this.entryKey(state.id)) : plain
       const ttlMs = retentionMs(route, entry)
       if (ttlMs <= 0) return false
-      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp }), route.counters)
+      const lease = state.lease
+      const written = await this.guarded.write('set', (store) => store.set(state.id, bytes, { ttlMs, tags: state.tags, stamp, lease }), route.counters)
+      if (state.lease === lease) state.lease = undefined
       this.stats.count(written ? 'stored' : 'raced', route.counters)
       return written
     } catch {

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { HttpEntry } from '../entry'
 import type { GuardedStore } from '../guarded-store'
-import type { WriteStamp } from '../stores/store'
+import type { LeaseRequest, WriteStamp } from '../stores/store'
 import { newTokenPart } from '../stores/tokens'
 
 export interface LeaseOptions {
@@ -33,6 +33,11 @@ export class Leases {
     /** Resolves after ms, or earlier when the id is known to have been written (the bus of the in-process tier says so). */
     private readonly nextChange: (id: string, ms: number) => Promise<void> = (_, ms) => sleep(ms)
   ) {}
+
+  /** A new lease for a read to take when it finds nothing (see CacheStore.read). */
+  request (): LeaseRequest {
+    return { token: newTokenPart(), ttlMs: this.options.ttlMs }
+  }
 
   /** The lease's token when this instance took it; undefined when another holds it. A store failure takes it. */
   async tryAcquire (id: string): Promise<string | undefined> {

@@ -1,6 +1,6 @@
 import type { CircuitBreaker } from '../circuit-breaker'
 import { FST_CACHE_CIRCUIT_OPEN, FST_CACHE_STORE_TIMEOUT } from '../errors'
-import type { CacheStore, CleanupReport, StoreRead, StoreSetOptions } from './store'
+import type { CacheStore, CleanupReport, LeaseRequest, StoreRead, StoreSetOptions } from './store'
 
 /**
  * Invalidations and clean-up are not on the request path and walk many keys (a tag's entries, a SCAN of the prefix),
@@ -23,7 +23,7 @@ export class DeadlineStore implements CacheStore {
     this.kind = inner.kind
   }
 
-  read (id: string, tags: readonly string[]): Promise<StoreRead> { return this.limit('read', () => this.inner.read(id, tags)) }
+  read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> { return this.limit('read', () => this.inner.read(id, tags, lease)) }
   peek (id: string): Promise<Buffer | undefined> { return this.limit('peek', () => this.inner.peek(id)) }
   get (id: string): Promise<Buffer | null> { return this.limit('get', () => this.inner.get(id)) }
   set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> { return this.limit('set', () => this.inner.set(id, value, options)) }

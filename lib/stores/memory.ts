@@ -1,5 +1,8 @@
 import { performance } from 'node:perf_hooks'
-import { INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp, globMatcher, tokenHalves } from './store'
+import {
+  INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type LeaseRequest, type StoreRead, type StoreSetOptions, type WriteStamp, globMatcher,
+  tokenHalves
+} from './store'
 import { newTokenPart } from './tokens'
 
 export interface MemoryStoreOptions {
@@ -39,7 +42,7 @@ export class MemoryStore implements CacheStore {
 
   constructor (private readonly options: MemoryStoreOptions) {}
 
-  async read (id: string, tags: readonly string[]): Promise<StoreRead> {
+  async read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> {
     const entry = this.live(id)
     const state = entry === undefined ? 'absent' : this.validity(entry)
     if (state === 'invalid') this.remove(id)
@@ -50,7 +53,10 @@ export class MemoryStore implements CacheStore {
       tags: tags.map((tag) => [tag, this.tagToken(tag, INVALIDATION_WINDOW_MS)] as const)
     }
     const leased = this.current(this.leases, id) !== undefined
-    if (entry === undefined || state === 'invalid') return { value: null, stale: false, leased, stamp }
+    if (entry === undefined || state === 'invalid') {
+      const leaseTaken = lease !== undefined && await this.acquireLease(id, lease.token, lease.ttlMs)
+      return { value: null, stale: false, leased: leased || leaseTaken, leaseTaken, stamp }
+    }
     this.touch(id, entry)
     return { value: entry.value, stale: state === 'stale', leased, stamp }
   }
@@ -67,6 +73,7 @@ export class MemoryStore implements CacheStore {
   }
 
   async set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> {
+    if (options.lease !== undefined) await this.releaseLease(id, options.lease)
     const stamp = options.stamp
     if (stamp !== undefined && !this.stampHolds(id, stamp)) return false
     this.remove(id)

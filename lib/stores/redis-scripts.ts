@@ -10,15 +10,23 @@ import { INVALIDATION_WINDOW_MS } from './store'
 /** How much of an entry's head holds its version (`@<version>`); a version is far shorter. */
 const VERSION_HEAD = 63
 
-// KEYS: entry, tombstone, lease. Returns: the stored bytes or false, 1 when another type sits at the entry's key,
-// the tombstone, whether a lease is held, and the entry's PTTL.
+// KEYS: entry, tombstone, lease. ARGV (optional): a lease token and its ttl ms, to take the lease if there is no
+// entry and the lease is free. Returns: the stored bytes or false, 1 when another type sits at the entry's key, the
+// tombstone, whether a lease is held, the entry's PTTL, and 1 when this read took the lease.
 const READ_ENTRY = `
 local value = redis.pcall('GET', KEYS[1])
 local wrongType = 0
 if type(value) == 'table' then value = false wrongType = 1 end
 local ttl = -2
 if value then ttl = redis.call('PTTL', KEYS[1]) end
-return { value, wrongType, redis.call('GET', KEYS[2]) or '', redis.call('EXISTS', KEYS[3]), ttl }`
+local leased = redis.call('EXISTS', KEYS[3])
+local taken = 0
+if not value and leased == 0 and ARGV[1] then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+  leased = 1
+  taken = 1
+end
+return { value, wrongType, redis.call('GET', KEYS[2]) or '', leased, ttl, taken }`
 
 // KEYS: tag token. ARGV: a new token, its ttl ms. The tag's current token, created when there is none, so that a
 // read always captures a definite token that any later invalidation changes.
@@ -28,11 +36,13 @@ if token then return token end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]`
 
-// KEYS: entry, tombstone. ARGV: '1' when stamped, the stamp's tombstone and entry version, ttl ms, header, value.
+// KEYS: entry, tombstone, lease. ARGV: '1' when stamped, the stamp's tombstone and entry version, ttl ms, header,
+// value, and the token of a lease to give back ('' for none), whatever the outcome.
 // A stamped write is refused when the key was deleted since the read, or the entry rewritten (a late writer whose
 // lease expired must not overwrite a newer value). The tags and the pattern epoch live in other slots: the store
 // checks them after the write (see redis.ts).
 const WRITE_ENTRY = `
+if ARGV[7] ~= '' and redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end
 if ARGV[1] == '1' then
   if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return 0 end
   local head = redis.pcall('GETRANGE', KEYS[1], 0, ${VERSION_HEAD})

@@ -7,7 +7,8 @@ import {
   type RedisClient, deleteVersion, expireEntry, invalidateTag, readEntry, release, tagEntry, token, writeEntry
 } from './redis-scripts'
 import {
-  INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type StoreRead, type StoreSetOptions, type WriteStamp, tokenHalves
+  INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type LeaseRequest, type StoreRead, type StoreSetOptions, type WriteStamp,
+  tokenHalves
 } from './store'
 import { newTokenPart } from './tokens'
 
@@ -57,14 +58,18 @@ export class RedisStore implements CacheStore {
     return this.layout.entry(id)
   }
 
-  async read (id: string, tags: readonly string[]): Promise<StoreRead> {
+  async read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> {
     const layout = this.layout
     const [entryReply, epoch, ...tokens] = await batch(this.client, [
-      { script: readEntry, keys: [layout.entry(id), layout.tombstone(id), layout.lease(id)], args: [] },
+      {
+        script: readEntry,
+        keys: [layout.entry(id), layout.tombstone(id), layout.lease(id)],
+        args: lease === undefined ? [] : [lease.token, Math.max(1, Math.round(lease.ttlMs))]
+      },
       { command: 'get', args: [layout.epochKey] },
       ...tags.map((tag): Call => ({ command: 'get', args: [layout.token(tag)] }))
     ])
-    const [raw, wrongType, tombstone, leased, pttl] = entryReply as [Buffer | null, number, Buffer, number, number]
+    const [raw, wrongType, tombstone, leased, pttl, taken] = entryReply as [Buffer | null, number, Buffer, number, number, number]
     // A tag without a token record (never used, expired or evicted) gets one now, rarely: the stamp must capture a
     // definite token, which any later invalidation changes.
     const absent = tags.flatMap((_, i) => tokens[i] === null ? [i] : [])
@@ -77,7 +82,7 @@ export class RedisStore implements CacheStore {
     const header = raw === null || wrongType === 1 ? undefined : parseHeader(raw)
     const stamp: WriteStamp = { tombstone: tombstone.toString(), epoch: text(epoch), version: header?.version ?? '', tags: captured }
     const corrupt = wrongType === 1 || (raw !== null && header === undefined)
-    if (raw === null || header === undefined) return { value: null, stale: false, corrupt, leased: leased === 1, stamp }
+    if (raw === null || header === undefined) return { value: null, stale: false, corrupt, leased: leased === 1, leaseTaken: taken === 1, stamp }
 
     const state = await this.validity(header, new Map(captured))
     const value = state === 'invalid' ? null : raw.subarray(raw.indexOf(NEWLINE) + 1)
@@ -123,8 +128,8 @@ export class RedisStore implements CacheStore {
       ({ script: tagEntry, keys: [layout.token(tag), layout.tagSet(tag)], args: [keep, entryKey, create] })
     const writeCall = (header: string, stamp?: WriteStamp): Call => ({
       script: writeEntry,
-      keys: [entryKey, layout.tombstone(id)],
-      args: [stamp === undefined ? '0' : '1', stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value]
+      keys: [entryKey, layout.tombstone(id), layout.lease(id)],
+      args: [stamp === undefined ? '0' : '1', stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value, options.lease ?? '']
     })
 
     const stamp = options.stamp

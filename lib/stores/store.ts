@@ -14,8 +14,12 @@ export interface CacheStore {
   readonly local: boolean
   /** True when a hit hands back the same Buffer each time (an in-process copy), so that decoding it once pays. */
   readonly keepsValues?: boolean
-  /** Reads an entry and the stamp a later conditional write needs; `tags` are the tags that write will carry. */
-  read (id: string, tags: readonly string[]): Promise<StoreRead>
+  /**
+   * Reads an entry and the stamp a later conditional write needs; `tags` are the tags that write will carry. With
+   * `lease`, a read that finds nothing at the key also takes the lease when it is free (a miss then costs one round
+   * trip instead of two), and says so in `leaseTaken`.
+   */
+  read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead>
   /**
    * The hit path's shortcut: the value of an entry that carries no tags (so nothing but its own deletion could have
    * invalidated it), in one plain read; undefined when only a full read can tell (absent, tagged, or not an entry).
@@ -78,11 +82,19 @@ export interface StoreRead {
   corrupt?: boolean
   /** Some instance holds the lease to compute this entry. */
   leased?: boolean
+  /** The read found no entry and took the lease it was asked to take. */
+  leaseTaken?: boolean
   /** Milliseconds the entry has left to live, when it is there and the store knows. */
   ttlMs?: number
   /** The tags the entry was written with, when it is there and the store knows. */
   entryTags?: readonly string[]
   stamp: WriteStamp
+}
+
+/** The lease a read takes when it finds nothing (see CacheStore.acquireLease). */
+export interface LeaseRequest {
+  token: string
+  ttlMs: number
 }
 
 /** Opaque to callers: what a read saw, for a later conditional write. */
@@ -100,6 +112,8 @@ export interface StoreSetOptions {
   tags?: readonly string[]
   /** From a read of this id: the write is refused if an invalidation happened since. */
   stamp?: WriteStamp
+  /** The token of the lease this write gives back, with the write, whether it is refused or not. */
+  lease?: string
 }
 
 /** How long a tombstone or an unused tag token lives: a miss slower than this may still write back. */

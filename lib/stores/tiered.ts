@@ -1,5 +1,5 @@
 import type { BusListener, BusMessage, InvalidationBus } from '../bus'
-import type { CacheStore, CleanupReport, StoreRead, StoreSetOptions, WriteStamp } from './store'
+import type { CacheStore, CleanupReport, LeaseRequest, StoreRead, StoreSetOptions, WriteStamp } from './store'
 
 export interface LocalTierOptions {
   /** Most entries held in the process; the least recently used go first. */
@@ -59,9 +59,9 @@ export class TieredStore implements CacheStore, BusListener {
     this.bus = bus
   }
 
-  async read (id: string, tags: readonly string[]): Promise<StoreRead> {
+  async read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> {
     const bus = this.bus
-    if (bus === undefined || !bus.connected) return await this.remote.read(id, tags)
+    if (bus === undefined || !bus.connected) return await this.remote.read(id, tags, lease)
     const held = this.live(id)
     // The stamp must cover every tag the caller's write would carry.
     if (held !== undefined && tags.every((tag) => held.stamp.tags.some(([name]) => name === tag))) {
@@ -72,7 +72,7 @@ export class TieredStore implements CacheStore, BusListener {
     }
     this.misses++
     const generation = this.generation
-    const found = await this.remote.read(id, tags)
+    const found = await this.remote.read(id, tags, lease)
     if (found.value !== null && !found.stale && found.corrupt !== true && generation === this.generation && bus.connected) {
       // Dropped by its own tags, and by those its stamp holds a token of, or a write from that stamp would be refused.
       const byTags = new Set([...found.entryTags ?? [], ...tags])
