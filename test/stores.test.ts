@@ -30,6 +30,15 @@ t.test('redis store', async (t) => {
   })
 })
 
+// The plugin's own clients auto-pipeline, and users may hand in one that does: with it, ioredis mishandles `call`.
+t.test('redis store on an auto-pipelining client', async (t) => {
+  const client = await createClient(t, { enableAutoPipelining: true })
+  await storeContract(t, 'redis (auto-pipelining)', async () => {
+    const prefix = uniquePrefix('store-contract-ap')
+    return { store: new RedisStore(client, prefix), cleanup: () => deleteByPrefix(client, prefix) }
+  })
+})
+
 // ---------------------------------------------------------------------------
 // MemoryStore only: the bounds
 // ---------------------------------------------------------------------------

@@ -27,9 +27,12 @@ function isClusterConnection (value: unknown): value is RedisClusterOptions {
 /**
  * The options of a client the plugin creates: nothing may wait on a dead Redis. Commands fail at once while it is
  * disconnected (no offline queue), each is retried at most once, and reconnection backs off but never stops.
+ * Commands issued in the same tick by concurrent requests go out together (auto-pipelining): one socket write and one
+ * read for many hits instead of one each, which on loopback is most of a hit's CPU.
  */
 function clientOptions (settings: PluginSettings): RedisOptions {
   return {
+    enableAutoPipelining: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: Math.max(settings.connectTimeoutMs, 1000),
@@ -43,8 +46,9 @@ function clientOptions (settings: PluginSettings): RedisOptions {
  * The user's options come on top; those of each node's connection go in `redisOptions`.
  */
 function clusterOptions (settings: PluginSettings, user: ClusterOptions = {}): ClusterOptions {
-  const { connectTimeout, retryStrategy, maxRetriesPerRequest } = clientOptions(settings)
+  const { connectTimeout, retryStrategy, maxRetriesPerRequest, enableAutoPipelining } = clientOptions(settings)
   return {
+    enableAutoPipelining,
     enableOfflineQueue: false,
     clusterRetryStrategy: retryStrategy,
     slotsRefreshTimeout: connectTimeout,

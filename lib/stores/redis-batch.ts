@@ -1,4 +1,4 @@
-import { type Arg, type RedisClient, type Script, isNoScript } from './redis-scripts'
+import { type Arg, type RedisClient, type Script, isNoScript, sendCommand } from './redis-scripts'
 
 /** One command of a batch: a Lua script with its keys and arguments, or a plain command with its arguments. */
 export type Call =
@@ -36,7 +36,7 @@ export async function batch (client: RedisClient, calls: readonly Call[], option
 }
 
 async function runOne (client: RedisClient, call: Call): Promise<unknown> {
-  return 'script' in call ? await call.script.run(client, call.keys, call.args) : await client.callBuffer(call.command, ...call.args)
+  return 'script' in call ? await call.script.run(client, call.keys, call.args) : await sendCommand(client, call.command, call.args)
 }
 
 /**

@@ -113,12 +113,25 @@ export class Script {
 
   async run (client: RedisClient, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
     try {
-      return await client.callBuffer('evalsha', this.sha, keys.length, ...keys, ...args)
+      return await sendCommand(client, 'evalsha', [this.sha, keys.length, ...keys, ...args])
     } catch (error) {
       if (!isNoScript(error)) throw error
-      return await client.callBuffer('eval', this.source, keys.length, ...keys, ...args)
+      return await sendCommand(client, 'eval', [this.source, keys.length, ...keys, ...args])
     }
   }
+}
+
+type CommandMethod = (...args: Arg[]) => Promise<unknown>
+
+/**
+ * Sends one command outside a pipeline, its replies as Buffers, through the command's own method (`getBuffer`...):
+ * with auto-pipelining on, ioredis drops the command's name from `call` and `callBuffer` (it queues the arguments
+ * alone). Pipelines are not auto-pipelined, and keep `callBuffer`.
+ */
+export async function sendCommand (client: RedisClient, command: string, args: readonly Arg[]): Promise<unknown> {
+  const method: unknown = (client as unknown as Record<string, unknown>)[command + 'Buffer']
+  if (typeof method !== 'function') throw new Error(`no ioredis method for the command ${command}`)
+  return await (method as CommandMethod).apply(client, [...args])
 }
 
 export function isNoScript (error: unknown): boolean {

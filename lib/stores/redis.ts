@@ -175,7 +175,7 @@ export class RedisStore implements CacheStore {
   }
 
   async acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> {
-    return text(await this.client.callBuffer('set', this.layout.lease(id), token, 'PX', ttlMs, 'NX')) === 'OK'
+    return await this.client.set(this.layout.lease(id), token, 'PX', ttlMs, 'NX') === 'OK'
   }
 
   async releaseLease (id: string, token: string): Promise<void> {
