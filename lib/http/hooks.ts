@@ -10,6 +10,7 @@ import type { CacheStats } from '../stats'
 import type { LeaseRequest, StoreRead, WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Compression, compressedEntry, worthCompressing } from './encoding'
+import { RecentEntries } from './recent-entries'
 import { Flights } from './flights'
 import type { Leases } from './leases'
 import { type ForwardReason, appendStatus, forwardStatus, unavailableStatus } from './cache-status'
@@ -90,6 +91,8 @@ export class ResponseCache {
   private readonly flights = new Flights()
   /** Entries decoded from an in-process store's Buffers, which live as long as the entries themselves. */
   private readonly decoded = new WeakMap<Buffer, HttpEntry>()
+  /** Entries decoded from Redis, reused while a hit brings the same bytes. Never plaintext of encrypted entries. */
+  private readonly recent = new RecentEntries()
   private readonly keepsValues: boolean
   /** The store never leaves the process. */
   private readonly local: boolean
@@ -118,7 +121,8 @@ export class ResponseCache {
     }
     // First onSend, so the response is captured before another hook (compression, say) encodes it.
     routeOptions.onSend = [this.onSend, ...hookList(routeOptions.onSend as Hook | Hook[])] as RouteOptions['onSend']
-    routeOptions.onResponse = [...hookList(routeOptions.onResponse as Hook | Hook[]), this.onResponse] as RouteOptions['onResponse']
+    // No onResponse hook: Fastify would then watch every response of the route, hits included, for nothing. A
+    // request that goes on to the handler is watched by afterResponse instead.
   }
 
   /**
@@ -130,6 +134,7 @@ export class ResponseCache {
     return function cachedHandler (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
       return cache.lookup(request, reply, route).then((served) => {
         if (served) return reply
+        cache.afterResponse(request, reply)
         const result: unknown = handler.call(this, request, reply)
         // A callback-style handler returns nothing and sends later; returning the reply makes Fastify wait for it.
         return result === undefined ? reply : result
@@ -139,7 +144,11 @@ export class ResponseCache {
 
   private onRequestLookup (route: CompiledRoute) {
     return (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-      this.lookup(request, reply, route).then((served) => { if (!served) done() }, done)
+      this.lookup(request, reply, route).then((served) => {
+        if (served) return
+        this.afterResponse(request, reply)
+        done()
+      }, done)
     }
   }
 
@@ -372,8 +381,9 @@ export class ResponseCache {
         return decodeEntry(plain)
       }
       if (route.sensitive) throw new FST_CACHE_CORRUPT_ENTRY('a sensitive route found an unencrypted entry')
+      if (!this.keepsValues) return this.recent.decode(id, bytes)
       const entry = decodeEntry(bytes)
-      if (this.keepsValues) this.decoded.set(bytes, entry)
+      this.decoded.set(bytes, entry)
       return entry
     } catch (error) {
       // Treated as a miss; the response of this request replaces it.
@@ -589,13 +599,30 @@ export class ResponseCache {
     this.guarded.log.warn('poisoning', { route: route.name, headers, ip: request.ip }, 'suspected cache poisoning attempt: a header that changes responses is not in the key; the response is not stored')
   }
 
-  /** Runs after the response has gone out, so storing never delays it; a failed write is logged and counted only. */
-  private readonly onResponse = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-    done()
+  /**
+   * For a request that goes on to the handler: once its response has gone out (or its connection closed first),
+   * the requests waiting for it are settled, the captured response is stored (only a response that went out whole),
+   * and the lease is given back. Storing after the response never delays it; a failed write is counted only.
+   */
+  private afterResponse (request: FastifyRequest, reply: FastifyReply): void {
     const state = request[kCacheState]
     if (state == null) return
+    const raw = reply.raw
+    // 'finish' when the response went out whole; 'close' also comes after it, or alone when the connection went first.
+    const once = (finished: boolean) => (): void => {
+      raw.off('finish', onFinish)
+      raw.off('close', onClose)
+      this.responded(state, finished)
+    }
+    const onFinish = once(true)
+    const onClose = once(false)
+    raw.once('finish', onFinish)
+    raw.once('close', onClose)
+  }
+
+  private responded (state: RequestCacheState, finished: boolean): void {
     state.settle?.(undefined)
-    const written = state.capture === undefined ? Promise.resolve(false) : this.write(state, state.capture)
+    const written = state.capture === undefined || !finished ? Promise.resolve(false) : this.write(state, state.capture)
     // A write that reached the store gave the lease back with it; otherwise it goes back on its own.
     written.finally(() => { if (state.lease !== undefined) this.leases?.release(state.id, state.lease) }).catch(() => {})
   }
