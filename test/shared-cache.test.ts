@@ -146,8 +146,10 @@ for (const kind of STORE_KINDS) {
     t.test('concurrent misses reach the origin once; HEAD is answered from the GET entry', async (t) => {
       const { app, origin, get } = await setup(t, kind, versioned({ 'cache-control': 'max-age=60' }))
       const responses = await Promise.all(Array.from({ length: 20 }, async () => await get('/hot')))
-      t.ok(responses.every((response) => response.body === 'v1'))
-      t.equal(origin.count(), 1)
+      // A store call past its deadline fails open and reaches the origin: the count of store errors says if one did.
+      const errors = (await app.cacheService.stats()).errors
+      t.ok(responses.every((response) => response.body === 'v1'), `every response is the one computation (store errors: ${errors})`)
+      t.equal(origin.count(), 1, `the origin was asked once (store errors: ${errors})`)
       await untilStored(app)
       const head = await app.inject({ method: 'HEAD', url: '/hot' })
       t.equal(head.headers['x-cache'], 'HIT')

@@ -113,6 +113,8 @@ t.test('a miss takes the lease within its read, and gives it back with its write
   app.get('/warm', { config: { cache: { key: 'warm', tags: ['t'] } } }, async () => 'warm')
   await app.inject('/warm')
   await until('/warm stored', async () => (await client.exists(`${prefix}:e:{warm}`)) === 1)
+  // MONITOR reports commands a little after they ran: what the warm-up sent must be in before counting starts.
+  await sleep(200)
   for (const [url, before] of [['/plain', ['get', 'evalsha', 'get']], ['/tagged', ['evalsha', 'get', 'get']]] as const) {
     seen.length = 0
     t.equal((await app.inject(url)).headers['x-cache'], 'MISS')
@@ -127,4 +129,37 @@ t.test('a miss takes the lease within its read, and gives it back with its write
       `${url}: after it, the write (and its tag's record), with no separate release`)
     t.equal((await client.keys(`${prefix}:l:*`)).length, 0, `${url}: the lease is given back`)
   }
+})
+
+t.test('a route whose lookups keep missing skips the plain GET and reads once; one that hits keeps it', async (t) => {
+  const prefix = uniquePrefix('hit-rate')
+  const client = await createClient(t)
+  t.teardown(() => deleteByPrefix(client, prefix))
+  const monitor = await (await createClient(t)).monitor()
+  t.teardown(() => monitor.disconnect())
+  const seen: string[] = []
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (!source.includes('lua') && args.some((arg) => arg.includes(prefix))) seen.push(String(args[0]).toLowerCase())
+  })
+  const app = Fastify()
+  await app.register(cache, { redis: await redisUrl(), prefix })
+  t.teardown(() => app.close())
+  let n = 0
+  app.get('/always-new', { config: { cache: { key: () => ['new', ++n] } } }, async () => 'computed')
+  app.get('/same', { config: { cache: { key: 'same' } } }, async () => 'computed')
+  for (let i = 0; i < 30; i++) await app.inject('/always-new')
+  await app.inject('/same')
+  await until('/same stored', async () => (await client.exists(`${prefix}:e:{same}`)) === 1)
+  for (let i = 0; i < 30; i++) await app.inject('/same')
+  await sleep(200)
+
+  seen.length = 0
+  t.equal((await app.inject('/always-new')).headers['x-cache'], 'MISS')
+  await until('the miss stored', async () => (await client.exists(`${prefix}:e:{new:${n}}`)) === 1)
+  await sleep(100)
+  t.equal(seen[0], 'evalsha', `a miss after thirty: the full read first, no plain GET (${seen.join(' ')})`)
+  seen.length = 0
+  t.equal((await app.inject('/same')).headers['x-cache'], 'HIT')
+  await sleep(100)
+  t.same(seen, ['get'], 'a hit after thirty: one plain GET')
 })

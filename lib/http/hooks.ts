@@ -181,13 +181,15 @@ export class ResponseCache {
     if (warming && route.shared !== undefined) delete request.headers[WARM_HEADER]
     const bypass = warming || (wantsBypass(request) && mayBypass(route, request))
     // The common hit, an untagged entry that is fresh, costs one plain read; anything else takes the full read,
-    // which also returns the stamp a miss needs.
+    // which also returns the stamp a miss needs (and answers a hit too). On a route whose lookups mostly miss, the
+    // plain read would only add a round trip before the full one: it is skipped there.
     let peekFailed = false
-    if (tags === undefined && state.noStore === undefined && !bypass) {
+    if (tags === undefined && state.noStore === undefined && !bypass && route.hitRate.likely) {
       const quick = await this.guarded.read('peek', (store) => store.peek(id), PEEK_FAILED, route.counters)
       peekFailed = quick === PEEK_FAILED
       const entry = quick === undefined || quick === PEEK_FAILED ? undefined : this.decode(quick, route, id)
       if (entry !== undefined && varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry)) {
+        route.hitRate.observe(true)
         this.hit(request, reply, state, entry)
         return true
       }
@@ -212,6 +214,7 @@ export class ResponseCache {
       return false
     }
     const entry = found.value === null ? undefined : this.decode(found.value, route, id)
+    if (found !== NOTHING_READ) route.hitRate.observe(entry !== undefined && !found.stale)
     if (route.shared !== undefined) return await this.lookupShared(request, reply, state, entry, found.stale)
     if (entry !== undefined && varyMatches(entry.vary, request.headers)) {
       const now = Date.now()

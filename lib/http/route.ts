@@ -4,6 +4,7 @@ import { type CacheKey, keyId, tagId } from '../keys'
 import { type CacheBehaviourOptions, type CachePluginOptions, DEFAULTS, type LookupPhase, type RouteCacheOptions, RouteOptionsSchema, assertValid } from '../options'
 import type { CacheCounters, CacheStats } from '../stats'
 import type { Compression } from './encoding'
+import { HitRate } from './hit-rate'
 import type { StoragePolicy } from './policy'
 import type { RequestDirectiveName } from './shared-policy'
 import { requestUrlTag } from './unsafe'
@@ -22,6 +23,8 @@ export interface SharedRoute {
 export interface CompiledRoute {
   name: string
   counters: CacheCounters
+  /** Whether its lookups mostly hit, which decides whether a plain GET is tried before the full read. */
+  hitRate: HitRate
   ttl: number
   storage: StoragePolicy
   /** The Cache-Control sent when the handler set none, for requests without and with credentials. */
@@ -127,6 +130,7 @@ function common (
   return {
     name: url,
     counters: stats.route(url),
+    hitRate: new HitRate(),
     allowBypass: options.allowBypass ?? settings.allowBypass,
     lookup: options.lookup ?? settings.lookup,
     vary,
