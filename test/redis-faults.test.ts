@@ -523,7 +523,11 @@ t.test('9. garbage at the entry key: a miss served by the handler, and the entry
   const [, found] = await raw.scan('0', 'MATCH', `${fa.prefix}:e:*`, 'COUNT', 1000)
   t.equal(found.length, 1, 'one entry under <prefix>:e:')
   const key = found[0] ?? ''
-  const garbage = [randomBytes(512), Buffer.concat([Buffer.from('\n'), randomBytes(512)]), Buffer.from('\nH\u0001\u0000\u0000\u0000\u0063{')]
+  const garbage = [
+    randomBytes(512), Buffer.concat([Buffer.from('\n'), randomBytes(512)]), Buffer.from('\nH\u0001\u0000\u0000\u0000\u0063{'),
+    // Like a version, but longer than any: the write must still be allowed to replace it.
+    Buffer.from('@' + 'x'.repeat(100) + '\nbody'), Buffer.concat([Buffer.from('@'), randomBytes(200), Buffer.from('\n')])
+  ]
   const outcomes: Outcome[] = []
   for (const [n, bytes] of garbage.entries()) {
     await raw.set(key, bytes)
@@ -544,7 +548,7 @@ t.test('9. garbage at the entry key: a miss served by the handler, and the entry
     t.equal(hit.cache, 'HIT', 'and read back')
   }
   verify(t, outcomes, 'garbage')
-  t.comment(`garbage: 3 kinds of bytes, each a MISS then replaced then HIT; errors counted ${await fa.routeErrors()}`)
+  t.comment(`garbage: ${garbage.length} kinds of bytes, each a MISS then replaced then HIT; errors counted ${await fa.routeErrors()}`)
 
   // Not bytes but a value of another type (here a list, without TTL): it reads as a corrupt entry, counted, and the
   // miss's write replaces it.

@@ -9,6 +9,11 @@ import { INVALIDATION_WINDOW_MS } from './store'
 
 /** How much of an entry's head holds its version (`@<version>`); a version is far shorter. */
 const VERSION_HEAD = 63
+/**
+ * A version as the scripts read it: token characters, ended by a space or the newline within VERSION_HEAD; anything
+ * else (garbage at the key) has none, as for the store's parseHeaderLine, so that a write may replace it.
+ */
+const VERSION_PATTERN = '\'^@([%w_%-]+)[ \\n]\''
 
 // KEYS: entry, tombstone, lease. ARGV (optional): a lease token and its ttl ms, to take the lease if there is no
 // entry and the lease is free. Returns: the stored bytes or false, 1 when another type sits at the entry's key, the
@@ -47,7 +52,7 @@ if ARGV[1] == '1' then
   if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return 0 end
   local head = redis.pcall('GETRANGE', KEYS[1], 0, ${VERSION_HEAD})
   if type(head) ~= 'string' then head = '' end
-  if (string.match(head, '^@([^ \\n]+)') or '') ~= ARGV[3] then return 0 end
+  if (string.match(head, ${VERSION_PATTERN}) or '') ~= ARGV[3] then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[5] .. '\\n' .. ARGV[6], 'PX', ARGV[4])
 return 1`
@@ -72,7 +77,7 @@ return token or ''`
 // invalidation check failed after it landed takes back its own entry, never a newer one.
 const DELETE_VERSION = `
 local head = redis.pcall('GETRANGE', KEYS[1], 0, ${VERSION_HEAD})
-if type(head) == 'string' and string.match(head, '^@([^ \\n]+)') == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end
+if type(head) == 'string' and string.match(head, ${VERSION_PATTERN}) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end
 return 0`
 
 // KEYS: tag token. ARGV: 'hard' or 'soft', a new token part. Changing the token is the invalidation itself, O(1) per

@@ -391,7 +391,8 @@ function parseHeader (raw: Buffer): Header | undefined {
 
 /** `@<version> tag=token tag=token`: ids, tags and tokens are ASCII, so latin1 reads them as written. */
 function parseHeaderLine (line: string): Header {
-  const version = /^@([^ ]+)/.exec(line)?.[1] ?? ''
+  // As the scripts read it (redis-scripts.ts): token characters that end within the first 64 bytes, or none.
+  const version = /^@([A-Za-z0-9_-]{1,62})(?= |$)/.exec(line)?.[1] ?? ''
   const tags: Array<[string, string]> = []
   for (const match of line.matchAll(/([^ =]+)=([^ ]+)/g)) tags.push([match[1] ?? '', match[2] ?? ''])
   return { version, tags }
