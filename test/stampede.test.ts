@@ -86,18 +86,27 @@ t.test('stale-while-revalidate across instances: one background refresh in all',
   for (const app of apps) t.equal((await app.inject('/kpi')).headers['x-cache'], 'HIT')
 })
 
+/**
+ * The commands Redis runs for keys under the prefix, in order, as MONITOR reports them (a little after they ran), an
+ * ECHO as 'handler'. Commands a script runs are listed too, with 'lua' as their source: only round trips count here.
+ */
+async function watchCommands (t: Teardownable, prefix: string): Promise<string[]> {
+  const monitor = await (await createClient(t)).monitor()
+  t.teardown(() => monitor.disconnect())
+  const seen: string[] = []
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source.includes('lua') || !args.some((arg) => arg.includes(prefix))) return
+    const command = String(args[0]).toLowerCase()
+    seen.push(command === 'echo' ? 'handler' : command)
+  })
+  return seen
+}
+
 t.test('a miss takes the lease within its read, and gives it back with its write: no round trip of their own', async (t) => {
   const prefix = uniquePrefix('lease-in-read')
   const client = await createClient(t)
   t.teardown(() => deleteByPrefix(client, prefix))
-  const monitor = await (await createClient(t)).monitor()
-  t.teardown(() => monitor.disconnect())
-  // What Redis ran for this test's keys, in order, with the handler's start marked.
-  const seen: string[] = []
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
-    // Commands a script runs are listed too, with 'lua' as their source: only round trips count here.
-    if (!source.includes('lua') && args.some((arg) => arg.includes(prefix))) seen.push(args[0]?.toLowerCase() === 'echo' ? 'handler' : String(args[0]).toLowerCase())
-  })
+  const seen = await watchCommands(t, prefix)
   const app = Fastify()
   await app.register(cache, { redis: await redisUrl(), prefix, compression: false })
   t.teardown(() => app.close())
@@ -135,12 +144,7 @@ t.test('a route whose lookups keep missing skips the plain GET and reads once; o
   const prefix = uniquePrefix('hit-rate')
   const client = await createClient(t)
   t.teardown(() => deleteByPrefix(client, prefix))
-  const monitor = await (await createClient(t)).monitor()
-  t.teardown(() => monitor.disconnect())
-  const seen: string[] = []
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
-    if (!source.includes('lua') && args.some((arg) => arg.includes(prefix))) seen.push(String(args[0]).toLowerCase())
-  })
+  const seen = await watchCommands(t, prefix)
   const app = Fastify()
   await app.register(cache, { redis: await redisUrl(), prefix })
   t.teardown(() => app.close())
