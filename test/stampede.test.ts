@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify'
+import type { Redis } from 'ioredis'
 import t from 'tap'
-import cache from '../lib/index'
+import cache, { type CachePluginOptions } from '../lib/index'
 import { sleep, until } from './helpers/app'
 import { startWorker } from './helpers/workers'
 import { type Teardownable, createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
@@ -102,14 +103,20 @@ async function watchCommands (t: Teardownable, prefix: string): Promise<string[]
   return seen
 }
 
-t.test('a miss takes the lease within its read, and gives it back with its write: no round trip of their own', async (t) => {
-  const prefix = uniquePrefix('lease-in-read')
+/** An app on its own prefix, a client for looking into Redis, and the commands Redis runs for the prefix. */
+async function watchedApp (t: Teardownable, name: string, options: CachePluginOptions = {}): Promise<{ app: FastifyInstance, client: Redis, prefix: string, seen: string[] }> {
+  const prefix = uniquePrefix(name)
   const client = await createClient(t)
   t.teardown(() => deleteByPrefix(client, prefix))
   const seen = await watchCommands(t, prefix)
   const app = Fastify()
-  await app.register(cache, { redis: await redisUrl(), prefix, compression: false })
+  await app.register(cache, { redis: await redisUrl(), prefix, ...options })
   t.teardown(() => app.close())
+  return { app, client, prefix, seen }
+}
+
+t.test('a miss takes the lease within its read, and gives it back with its write: no round trip of their own', async (t) => {
+  const { app, client, prefix, seen } = await watchedApp(t, 'lease-in-read', { compression: false })
   const leaseKeys: number[] = []
   const handler = async (): Promise<string> => {
     await client.echo(`${prefix}:handler`)
@@ -141,13 +148,7 @@ t.test('a miss takes the lease within its read, and gives it back with its write
 })
 
 t.test('a route whose lookups keep missing skips the plain GET and reads once; one that hits keeps it', async (t) => {
-  const prefix = uniquePrefix('hit-rate')
-  const client = await createClient(t)
-  t.teardown(() => deleteByPrefix(client, prefix))
-  const seen = await watchCommands(t, prefix)
-  const app = Fastify()
-  await app.register(cache, { redis: await redisUrl(), prefix })
-  t.teardown(() => app.close())
+  const { app, client, prefix, seen } = await watchedApp(t, 'hit-rate')
   let n = 0
   app.get('/always-new', { config: { cache: { key: () => ['new', ++n] } } }, async () => 'computed')
   app.get('/same', { config: { cache: { key: 'same' } } }, async () => 'computed')

@@ -374,8 +374,8 @@ export class ResponseCache {
    * moved to another key, or its key was dropped from the ring), or are plaintext where the route is sensitive.
    */
   private decode (bytes: Buffer, route: CompiledRoute, id: string): HttpEntry | undefined {
-    // An in-process store hands back the same Buffer on every hit: decode it once.
-    const known = this.decoded.get(bytes)
+    // An in-process store hands back the same Buffer on every hit: decode it once. (Redis's are in `recent`.)
+    const known = this.keepsValues ? this.decoded.get(bytes) : undefined
     if (known !== undefined) return known
     try {
       if (KeyRing.isEncrypted(bytes)) {

@@ -41,8 +41,8 @@ export class Leases {
 
   /** The lease's token when this instance took it; undefined when another holds it. A store failure takes it. */
   async tryAcquire (id: string): Promise<string | undefined> {
-    const token = newTokenPart()
-    const acquired = await this.guarded.read('lease', (store) => store.acquireLease(id, token, this.options.ttlMs), true)
+    const { token, ttlMs } = this.request()
+    const acquired = await this.guarded.read('lease', (store) => store.acquireLease(id, token, ttlMs), true)
     return acquired ? token : undefined
   }
 
