@@ -69,6 +69,22 @@ t.test('a tampered, moved or planted entry is a miss, never an error; rotation k
   t.equal((await rotated.inject('/a')).headers['x-cache'], 'HIT', 'the old key still decrypts')
 })
 
+for (const kind of ['memory', 'tiered'] as const) {
+  t.test(`${kind}: a plaintext entry another route decoded is never served to a sensitive route sharing its key`, async (t) => {
+    const app = await cachedApp(t, kind, { encryption: { keys: [newKey()] } })
+    app.get('/public', { config: { cache: { key: 'shared' } } }, async () => ({ from: 'public' }))
+    app.get('/private', { config: { cache: { key: 'shared', sensitive: true } } }, async () => ({ from: 'private' }))
+    await app.inject('/public')
+    await untilStored(app)
+    // The hit decodes the plaintext entry, and the in-process store keeps handing back the same bytes.
+    t.equal((await app.inject('/public')).headers['x-cache'], 'HIT')
+    const refused = await app.inject('/private')
+    t.equal(refused.headers['x-cache'], 'MISS', 'the sensitive route refuses the plaintext entry')
+    t.same(refused.json(), { from: 'private' })
+    t.ok((await app.cacheService.stats()).errors >= 1, 'the refusal is counted')
+  })
+}
+
 t.test('a sensitive route without encryption keys is refused at start, and bad keys never show in the error', async (t) => {
   const app = Fastify()
   await app.register(cache)

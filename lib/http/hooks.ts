@@ -374,17 +374,18 @@ export class ResponseCache {
    * moved to another key, or its key was dropped from the ring), or are plaintext where the route is sensitive.
    */
   private decode (bytes: Buffer, route: CompiledRoute, id: string): HttpEntry | undefined {
-    // An in-process store hands back the same Buffer on every hit: decode it once. (Redis's are in `recent`.)
-    const known = this.keepsValues ? this.decoded.get(bytes) : undefined
-    if (known !== undefined) return known
     try {
       if (KeyRing.isEncrypted(bytes)) {
         const plain = this.keyRing?.decrypt(bytes, this.entryKey(id))
         if (plain === undefined) throw new FST_CACHE_CORRUPT_ENTRY('cannot be decrypted with the configured keys')
         return decodeEntry(plain)
       }
+      // Before any reuse of a decoded entry: another route sharing the id may have decoded these plaintext bytes.
       if (route.sensitive) throw new FST_CACHE_CORRUPT_ENTRY('a sensitive route found an unencrypted entry')
       if (!this.keepsValues) return this.recent.decode(id, bytes)
+      // An in-process store hands back the same Buffer on every hit: decode it once. (Redis's are in `recent`.)
+      const known = this.decoded.get(bytes)
+      if (known !== undefined) return known
       const entry = decodeEntry(bytes)
       this.decoded.set(bytes, entry)
       return entry
