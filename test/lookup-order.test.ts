@@ -70,6 +70,31 @@ for (const kind of STORE_KINDS) {
         'route onRequest hooks declared on the route still run before the lookup')
     })
 
+    t.test('a hit waits for another plugin\'s slow onSend hook, in either lookup mode, over a real socket', async (t) => {
+      const app = await cachedApp(t, kind)
+      app.addHook('onSend', async (_request, reply, payload) => {
+        await new Promise((resolve) => setTimeout(resolve, 30))
+        reply.header('x-late', 'yes')
+        return payload
+      })
+      let calls = 0
+      app.get('/handler', { config: { cache: true } }, async () => ({ n: ++calls }))
+      app.get('/on-request', { config: { cache: { lookup: 'onRequest' } } }, async () => ({ n: ++calls }))
+      const base = await app.listen({ port: 0, host: '127.0.0.1' })
+      for (const path of ['/handler', '/on-request']) {
+        const first = await fetch(base + path)
+        const body = await first.text()
+        await untilStored(app, path === '/handler' ? 1 : 2)
+        for (let i = 0; i < 3; i++) {
+          const hit = await fetch(base + path)
+          t.equal(hit.headers.get('x-cache'), 'HIT', `${path}: a hit`)
+          t.equal(hit.headers.get('x-late'), 'yes', `${path}: the hook ran on the hit`)
+          t.equal(await hit.text(), body, `${path}: the stored body, whole`)
+        }
+      }
+      t.equal(calls, 2)
+    })
+
     t.test('with @fastify/compress, entries are stored unencoded and encoded per client', async (t) => {
       const app = await cachedApp(t, kind)
       await app.register(compress, { threshold: 10 })

@@ -107,6 +107,35 @@ for (const kind of STORE_KINDS) {
       t.equal(responses.filter((response) => response.headers['x-cache'] === 'MISS').length, 1, 'one miss, the others shared it')
     })
 
+    t.test('a request that comes after the leader\'s response went out, and before it was stored, waits for the write', async (t) => {
+      const app = await cachedApp(t, kind)
+      let calls = 0
+      // A slow hook after the plugin's own onSend: the response is captured at once, and sent (then stored) later.
+      app.get('/late', { onSend: async (_request, _reply, payload) => { await sleep(150); return payload }, config: { cache: true } },
+        async () => ({ calls: ++calls }))
+      const leader = app.inject('/late')
+      await until('the leader\'s handler ran', () => calls === 1)
+      await sleep(50)
+      const late = await app.inject('/late')
+      t.equal(calls, 1, 'the late request did not run the handler')
+      t.equal(late.headers['x-cache'], 'HIT')
+      t.same(late.json(), { calls: 1 })
+      t.equal((await leader).headers['x-cache'], 'MISS')
+    })
+
+    t.test('a leader whose write is refused (an invalidation came first) sends later requests to the handler', async (t) => {
+      const app = await cachedApp(t, kind)
+      let calls = 0
+      app.get('/refused', { onSend: async (_request, _reply, payload) => { await sleep(150); return payload }, config: { cache: { tags: ['t'] } } },
+        async () => ({ calls: ++calls }))
+      const leader = app.inject('/refused')
+      await until('the leader\'s handler ran', () => calls === 1)
+      await app.cacheService.invalidateTags('t')
+      const late = await app.inject('/refused')
+      t.same(late.json(), { calls: 2 }, 'computed again: the leader\'s response predates the invalidation')
+      await leader
+    })
+
     t.test('a leader that throws or answers something unstorable releases its waiters, who run the handler', async (t) => {
       const app = await cachedApp(t, kind)
       let calls = 0

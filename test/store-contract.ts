@@ -5,7 +5,7 @@
 import type {} from 'tap'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { CacheStore } from '../lib/stores/store'
+import { PEEK_REMOTELY, type CacheStore } from '../lib/stores/store'
 import { globToRegExp } from './helpers/glob'
 import { idPattern, keyId, tagId } from '../lib/keys'
 
@@ -77,6 +77,36 @@ export async function storeContract (t: tap.Test, name: string, makeStore: Store
       t.equal(await store.expire(missing, 60), false)
       t.equal(await store.delete([missing]), 0)
       t.equal(await store.exists(missing), false, 'expire() did not create it')
+    })
+
+    t.test('peek() answers the current value of an untagged entry, and never one that was invalidated or deleted', async (t) => {
+      const store = await open(t)
+      // peekSync, where a store has it, must agree with peek, or say that only peek can tell.
+      const both = async (key: string): Promise<Buffer | undefined> => {
+        const here = store.peekSync?.(key) ?? PEEK_REMOTELY
+        const peeked = await store.peek(key)
+        if (here !== PEEK_REMOTELY) t.same(here, peeked, `peekSync agrees with peek for ${key}`)
+        return peeked
+      }
+      const plain = id('peek', 'plain')
+      const tagged = id('peek', 'tagged')
+      const tag = tagId('peek-tag')
+      t.equal(await both(plain), undefined, 'nothing before a write')
+      await store.set(plain, bytes('v1'), { ttlMs: LONG_MS })
+      await store.set(tagged, bytes('t1'), { ttlMs: LONG_MS, tags: [tag] })
+      // A store with an in-process copy fills it on the full read; the peek then answers from it.
+      await store.read(plain, [])
+      await store.read(tagged, [tag])
+      t.same(await both(plain), bytes('v1'), 'an untagged entry is answered by the plain read')
+      const taggedPeek = await both(tagged)
+      t.ok(taggedPeek === undefined || taggedPeek.equals(bytes('t1')), 'a tagged entry: the full read must tell, or the current value')
+      await store.set(plain, bytes('v2'), { ttlMs: LONG_MS })
+      const rewritten = await both(plain)
+      t.ok(rewritten === undefined || rewritten.equals(bytes('v2')), 'after a rewrite: never the old value')
+      await store.invalidateTags([tag])
+      t.equal(await both(tagged), undefined, 'never an entry whose tag was invalidated')
+      await store.delete([plain])
+      t.equal(await both(plain), undefined, 'never a deleted entry')
     })
 
     t.test('an entry expires after its TTL', async (t) => {

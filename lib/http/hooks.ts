@@ -7,11 +7,11 @@ import { KeyRing } from '../encryption'
 import { FST_CACHE_CORRUPT_ENTRY } from '../errors'
 import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
-import type { LeaseRequest, StoreRead, WriteStamp } from '../stores/store'
+import { PEEK_REMOTELY, type LeaseRequest, type StoreRead, type WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Compression, compressedEntry, worthCompressing } from './encoding'
 import { RecentEntries } from './recent-entries'
-import { Flights } from './flights'
+import { type FlightLead, Flights } from './flights'
 import type { Leases } from './leases'
 import { type ForwardReason, appendStatus, forwardStatus, unavailableStatus } from './cache-status'
 import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
@@ -41,7 +41,7 @@ export interface RequestCacheState {
   /** A stale entry to answer with if the handler fails (stale-if-error). */
   fallback?: HttpEntry
   /** Set when this request leads the computation of its key: shares its response with the requests waiting for it. */
-  settle?: (entry: HttpEntry | undefined) => void
+  flight?: FlightLead
   /** The token of the lease this request holds to compute its key across instances. */
   lease?: string
   /** When the lookup found no entry, to measure how long the handler took. */
@@ -132,28 +132,40 @@ export class ResponseCache {
   private wrapHandler (handler: RouteHandlerMethod, route: CompiledRoute): RouteHandlerMethod {
     const cache = this
     return function cachedHandler (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
-      return cache.lookup(request, reply, route).then((served) => {
-        if (served) return reply
-        cache.afterResponse(request, reply)
-        const result: unknown = handler.call(this, request, reply)
-        // A callback-style handler returns nothing and sends later; returning the reply makes Fastify wait for it.
-        return result === undefined ? reply : result
-      })
+      const served = cache.lookup(request, reply, route)
+      // An in-process hit, already handed to reply.send: returning nothing tells Fastify so, and no promise is made.
+      if (served === true) return undefined
+      if (served === false) return cache.handle(handler, this, request, reply)
+      // A reply not yet sent (an async onSend hook of another plugin is running) is returned: Fastify then waits for it.
+      return served.then((served) => served ? (reply.sent ? undefined : reply) : cache.handle(handler, this, request, reply))
     }
+  }
+
+  private handle (handler: RouteHandlerMethod, app: FastifyInstance, request: FastifyRequest, reply: FastifyReply): unknown {
+    this.afterResponse(request, reply)
+    const result: unknown = handler.call(app, request, reply)
+    // A callback-style handler returns nothing and sends later; returning the reply makes Fastify wait for it.
+    return result === undefined ? reply : result
   }
 
   private onRequestLookup (route: CompiledRoute) {
     return (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-      this.lookup(request, reply, route).then((served) => {
+      const proceed = (served: boolean): void => {
         if (served) return
         this.afterResponse(request, reply)
         done()
-      }, done)
+      }
+      const served = this.lookup(request, reply, route)
+      if (typeof served === 'boolean') proceed(served)
+      else served.then(proceed, done)
     }
   }
 
-  /** Resolves true when the request was answered from the cache. Never rejects for a store failure. */
-  private async lookup (request: FastifyRequest, reply: FastifyReply, route: CompiledRoute): Promise<boolean> {
+  /**
+   * True (or a promise of true) when the request was answered from the cache; never rejects for a store failure.
+   * An in-process hit answers synchronously.
+   */
+  private lookup (request: FastifyRequest, reply: FastifyReply, route: CompiledRoute): boolean | Promise<boolean> {
     if (request.method !== 'GET' && request.method !== 'HEAD') return false
     let id: string
     let tags: string[] | undefined
@@ -183,17 +195,47 @@ export class ResponseCache {
     // The common hit, an untagged entry that is fresh, costs one plain read; anything else takes the full read,
     // which also returns the stamp a miss needs (and answers a hit too). On a route whose lookups mostly miss, the
     // plain read would only add a round trip before the full one: it is skipped there.
-    let peekFailed = false
     if (tags === undefined && state.noStore === undefined && !bypass && route.hitRate.likely) {
-      const quick = await this.guarded.read('peek', (store) => store.peek(id), PEEK_FAILED, route.counters)
-      peekFailed = quick === PEEK_FAILED
-      const entry = quick === undefined || quick === PEEK_FAILED ? undefined : this.decode(quick, route, id)
-      if (entry !== undefined && varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry)) {
-        route.hitRate.observe(true)
-        this.hit(request, reply, state, entry)
-        return true
-      }
+      const here = this.peekHere(state)
+      if (here === PEEK_REMOTELY) return this.peekThenRead(request, reply, state, warming)
+      if (here === PEEK_FAILED) return this.read(request, reply, state, bypass, warming, true)
+      if (here !== undefined && this.servedFresh(request, reply, state, here)) return true
     }
+    return this.read(request, reply, state, bypass, warming, false)
+  }
+
+  /** The peek of an in-process store, which needs no promise; PEEK_REMOTELY for a store outside the process. */
+  private peekHere (state: RequestCacheState): Buffer | undefined | typeof PEEK_REMOTELY {
+    const store = this.guarded.store
+    if (store.peekSync === undefined) return PEEK_REMOTELY
+    try {
+      return store.peekSync(state.id)
+    } catch (error) {
+      this.guarded.failed('peek', error, state.route.counters)
+      return PEEK_FAILED
+    }
+  }
+
+  private async peekThenRead (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, warming: boolean): Promise<boolean> {
+    const quick = await this.guarded.read('peek', (store) => store.peek(state.id), PEEK_FAILED, state.route.counters)
+    if (quick !== undefined && quick !== PEEK_FAILED && this.servedFresh(request, reply, state, quick)) return true
+    return await this.read(request, reply, state, false, warming, quick === PEEK_FAILED)
+  }
+
+  /** Serves a peeked entry if it is fresh and was stored for the request's values of the headers it varies on. */
+  private servedFresh (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, bytes: Buffer): boolean {
+    const entry = this.decode(bytes, state.route, state.id)
+    if (entry === undefined || !varyMatches(entry.vary, request.headers) || Date.now() >= freshUntil(entry)) return false
+    state.route.hitRate.observe(true)
+    this.hit(request, reply, state, entry)
+    return true
+  }
+
+  /** The full read, and what follows from it: a hit, a stale entry served or kept as a fallback, or a miss. */
+  private async read (
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, bypass: boolean, warming: boolean, peekFailed: boolean
+  ): Promise<boolean> {
+    const { route, id, tags } = state
     // A store that just failed is not asked again for the same request: one deadline at most.
     const lease = this.leaseToTake(state, bypass)
     const found = peekFailed ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? [], lease), NOTHING_READ, route.counters)
@@ -314,11 +356,12 @@ export class ResponseCache {
     if (joined !== undefined) {
       shared = await joined
     } else if (state.noStore === undefined) {
-      if (route.coalesceWaitMs > 0) state.settle = this.flights.lead(state.id, route.coalesceWaitMs)
+      if (route.coalesceWaitMs > 0) state.flight = this.flights.lead(state.id, route.coalesceWaitMs)
       shared = await this.acrossInstances(request, state)
     }
     if (shared !== undefined && varyMatches(shared.vary, request.headers)) {
-      state.settle?.(shared)
+      // Another instance's entry, stored already.
+      state.flight?.land(shared)
       state.outcome = 'HIT'
       this.stats.count('hits', route.counters)
       serveEntry(request, reply, shared, route, 'HIT')
@@ -334,14 +377,14 @@ export class ResponseCache {
     // After a failed read there is no stamp, so nothing will be stored: a lease would only add a second deadline. A
     // read that found nothing may have taken the lease already.
     if (this.leases === undefined || state.stamp === undefined || state.lease !== undefined) return undefined
-    const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], (bytes) => this.decode(bytes, state.route, state.id), (entry) =>
-      varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry))
+    const outcome = await this.leases.acquireOrWait(state.id, state.tags ?? [], state.stamp.version, (bytes) => this.decode(bytes, state.route, state.id),
+      (entry) => varyMatches(entry.vary, request.headers) && Date.now() < freshUntil(entry))
     if (outcome.kind === 'holder') {
       state.lease = outcome.token
       return undefined
     }
     // Later writes must be judged against what this request last saw.
-    if (outcome.stamp !== undefined) state.stamp = outcome.stamp
+    state.stamp = outcome.stamp
     return outcome.kind === 'shared' ? outcome.entry : undefined
   }
 
@@ -402,7 +445,7 @@ export class ResponseCache {
     const route = state.route
     if (reply.statusCode >= 500 && state.fallback !== undefined) {
       // stale-if-error: the failure was logged by Fastify's error handling; the client gets the stored response.
-      state.settle?.(undefined)
+      state.flight?.settle(undefined)
       state.outcome = 'STALE'
       this.stats.count('stale', route.counters)
       const failed = reply.statusCode
@@ -418,7 +461,7 @@ export class ResponseCache {
     const reason = state.noStore ?? unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
     if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
     if (reason !== undefined || body === undefined) {
-      state.settle?.(undefined)
+      state.flight?.settle(undefined)
       if (reason !== 'method') this.stats.skip(reason ?? 'stream', route.counters)
       if (state.warm === true) reply.header(STORED_HEADER, '0')
       return done(null, payload)
@@ -430,7 +473,7 @@ export class ResponseCache {
     const varied = varyNames(headers.vary)
     if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
     state.capture = capture
-    state.settle?.(capture)
+    state.flight?.settle(capture)
     reply.header('etag', etag)
     // Its hits will be sent brotli-encoded or not, by the request's Accept-Encoding: say so from the first response.
     if (this.compresses(route, capture)) reply.header('vary', mergeVary(reply.getHeader('vary'), ['accept-encoding']))
@@ -474,7 +517,7 @@ export class ResponseCache {
     if (validating !== undefined && status === 304 && designates(headers.etag, validating.originEtag === true ? validating.etag : undefined)) {
       const { entry, storable } = this.refreshed(request, validating, headers, requestTime, now, route)
       if (storable) state.capture = entry
-      state.settle?.(storable ? entry : undefined)
+      state.flight?.settle(storable ? entry : undefined)
       state.outcome = 'REVALIDATED'
       // The 304's own (empty) body stream, if any, is drained so that its connection is released.
       if (payload instanceof Readable) payload.resume()
@@ -504,7 +547,7 @@ export class ResponseCache {
         if (Buffer.isBuffer(read)) return this.captureShared(request, reply, state, read, facts, now, done)
         this.notCaptured(request, reply, state, 'too-large', done, read)
       }, (error: Error) => {
-        state.settle?.(undefined)
+        state.flight?.settle(undefined)
         done(error)
       })
       return
@@ -519,7 +562,7 @@ export class ResponseCache {
     done: (error: Error | null, payload?: unknown) => void, payload: unknown
   ): void {
     const route = state.route
-    state.settle?.(undefined)
+    state.flight?.settle(undefined)
     if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
     if (reason !== 'method') this.stats.skip(reason, route.counters)
     reply.header('cache-status', appendStatus(reply.getHeader('cache-status'), forwardStatus(state.forward ?? 'uri-miss', reply.statusCode, false, reason)))
@@ -545,7 +588,7 @@ export class ResponseCache {
     const varied = varyNames(headers.vary)
     if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
     state.capture = capture
-    state.settle?.(capture)
+    state.flight?.settle(capture)
     // As in app mode: its hits will be sent brotli-encoded or not, by the request's Accept-Encoding.
     if (this.compresses(route, capture)) reply.header('vary', mergeVary(reply.getHeader('vary'), ['accept-encoding']))
     // A made-up validator still answers the client's If-None-Match; it is never sent upstream.
@@ -625,8 +668,10 @@ export class ResponseCache {
   }
 
   private responded (state: RequestCacheState, finished: boolean): void {
-    state.settle?.(undefined)
-    const written = state.capture === undefined || !finished ? Promise.resolve(false) : this.write(state, state.capture)
+    state.flight?.settle(undefined)
+    const capture = state.capture
+    const written = capture === undefined || !finished ? Promise.resolve(false) : this.write(state, capture)
+    written.then((stored) => state.flight?.land(stored ? capture : undefined), () => state.flight?.land(undefined))
     // A write that reached the store gave the lease back with it; otherwise it goes back on its own.
     written.finally(() => { if (state.lease !== undefined) this.leases?.release(state.id, state.lease) }).catch(() => {})
   }

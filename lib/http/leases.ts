@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { HttpEntry } from '../entry'
 import type { GuardedStore } from '../guarded-store'
-import type { LeaseRequest, WriteStamp } from '../stores/store'
+import type { LeaseRequest, StoreRead, WriteStamp } from '../stores/store'
 import { newTokenPart } from '../stores/tokens'
 
 export interface LeaseOptions {
@@ -15,7 +15,7 @@ export interface LeaseOptions {
 export type LeaseOutcome =
   | { kind: 'holder', token: string }
   | { kind: 'shared', entry: HttpEntry, stamp: WriteStamp }
-  | { kind: 'timeout', stamp: WriteStamp | undefined }
+  | { kind: 'timeout', stamp: WriteStamp }
 
 const POLL_MS = 25
 const RELEASE_RETRY_MS = 500
@@ -46,14 +46,34 @@ export class Leases {
     return acquired ? token : undefined
   }
 
-  /** `decode` turns stored bytes into an entry (decrypting them if need be), or undefined when they are not one. */
+  /**
+   * `judged` is the version of the entry the caller's lookup found and would not use ('' when it found none): only an
+   * entry written since is shared. `decode` turns stored bytes into an entry (decrypting them if need be), or
+   * undefined when they are not one.
+   */
   async acquireOrWait (
-    id: string, tags: readonly string[], decode: (bytes: Buffer) => HttpEntry | undefined, usable: (entry: HttpEntry) => boolean
+    id: string, tags: readonly string[], judged: string, decode: (bytes: Buffer) => HttpEntry | undefined, usable: (entry: HttpEntry) => boolean
   ): Promise<LeaseOutcome> {
-    const token = await this.tryAcquire(id)
-    if (token !== undefined) return { kind: 'holder', token }
+    const newer = (found: StoreRead): HttpEntry | undefined => {
+      if (found.value === null || found.stale || found.stamp.version === judged) return undefined
+      const entry = decode(found.value)
+      return entry !== undefined && usable(entry) ? entry : undefined
+    }
+    // One script reads the key and takes the lease only if it finds nothing there: a lease taken on its own could be
+    // one that the holder gave back with its entry a moment ago, and the key would be computed twice.
+    const lease = this.request()
+    const first = await this.guarded.read('read', (store) => store.read(id, tags, lease), undefined)
+    if (first === undefined || first.leaseTaken === true) return { kind: 'holder', token: lease.token }
+    let stamp = first.stamp
+    const written = newer(first)
+    if (written !== undefined) return { kind: 'shared', entry: written, stamp }
+    // What is there will not do (the entry the lookup judged, a stale one, garbage) and no one is computing: this
+    // instance replaces it.
+    if (first.leased !== true) {
+      const token = await this.tryAcquire(id)
+      if (token !== undefined) return { kind: 'holder', token }
+    }
     const deadline = Date.now() + this.options.waitMs
-    let stamp: WriteStamp | undefined
     while (Date.now() < deadline) {
       await this.nextChange(id, POLL_MS)
       const found = await this.guarded.read('read', (store) => store.read(id, tags), undefined)
@@ -61,9 +81,8 @@ export class Leases {
       stamp = found.stamp
       // The holder gave the lease back without an entry (its response was not storable): no point waiting longer.
       if (found.value === null && found.leased === false) break
-      if (found.value === null || found.stale) continue
-      const entry = decode(found.value)
-      if (entry !== undefined && usable(entry)) return { kind: 'shared', entry, stamp }
+      const entry = newer(found)
+      if (entry !== undefined) return { kind: 'shared', entry, stamp }
     }
     return { kind: 'timeout', stamp }
   }

@@ -62,6 +62,10 @@ export class MemoryStore implements CacheStore {
   }
 
   async peek (id: string): Promise<Buffer | undefined> {
+    return this.peekSync(id)
+  }
+
+  peekSync (id: string): Buffer | undefined {
     const entry = this.live(id)
     if (entry === undefined || entry.tags.length > 0) return undefined
     this.touch(id, entry)

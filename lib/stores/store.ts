@@ -1,3 +1,6 @@
+/** What peekSync answers when the entry is not in this process: only peek, which asks the remote store, can tell. */
+export const PEEK_REMOTELY: unique symbol = Symbol('peek remotely')
+
 /**
  * What every store implements. A store keeps bytes under ids (encoded keys, already safe for Redis) with a TTL and
  * tags; it knows nothing about HTTP. One contract suite (test/store-contract.ts) runs against every store.
@@ -25,6 +28,11 @@ export interface CacheStore {
    * invalidated it), in one plain read; undefined when only a full read can tell (absent, tagged, or not an entry).
    */
   peek (id: string): Promise<Buffer | undefined>
+  /**
+   * The peek, answered at once by a store that holds entries in this process, so that an in-process hit creates no
+   * promise: what peek would resolve to, or PEEK_REMOTELY when only the remote store can tell (then call peek).
+   */
+  peekSync? (id: string): Buffer | undefined | typeof PEEK_REMOTELY
   /** The value of a valid (or soft-invalidated) entry, or null. */
   get (id: string): Promise<Buffer | null>
   /** Writes an entry; with a stamp, resolves false and writes nothing when an invalidation happened since the read. */

@@ -1,5 +1,5 @@
 import type { BusListener, BusMessage, InvalidationBus } from '../bus'
-import type { CacheStore, CleanupReport, LeaseRequest, StoreRead, StoreSetOptions, WriteStamp } from './store'
+import { PEEK_REMOTELY, type CacheStore, type CleanupReport, type LeaseRequest, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
 
 export interface LocalTierOptions {
   /** Most entries held in the process; the least recently used go first. */
@@ -83,8 +83,13 @@ export class TieredStore implements CacheStore, BusListener {
 
   /** Held entries only: they are valid whatever their tags. Otherwise the full read, which fills the tier. */
   async peek (id: string): Promise<Buffer | undefined> {
+    const here = this.peekSync(id)
+    return here === PEEK_REMOTELY ? await this.remote.peek(id) : here
+  }
+
+  peekSync (id: string): Buffer | undefined | typeof PEEK_REMOTELY {
     const bus = this.bus
-    if (bus === undefined || !bus.connected) return await this.remote.peek(id)
+    if (bus === undefined || !bus.connected) return PEEK_REMOTELY
     const held = this.live(id)
     if (held === undefined) return undefined
     this.hits++
