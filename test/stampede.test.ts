@@ -131,7 +131,9 @@ t.test('a miss takes the lease within its read, and gives it back with its write
   await until('/warm stored', async () => (await client.exists(`${prefix}:e:{warm}`)) === 1)
   // MONITOR reports commands a little after they ran: what the warm-up sent must be in before counting starts.
   await sleep(200)
-  for (const [url, before] of [['/plain', ['get', 'evalsha', 'get']], ['/tagged', ['evalsha', 'get', 'get']]] as const) {
+  // On a single node the read's script also reads the pattern epoch and the tags' tokens, and the write's checks
+  // them and records the entry under its tags: one command each.
+  for (const [url, before] of [['/plain', ['get', 'evalsha']], ['/tagged', ['evalsha']]] as const) {
     seen.length = 0
     t.equal((await app.inject(url)).headers['x-cache'], 'MISS')
     await until(`${url} stored`, async () => (await client.exists(`${prefix}:e:{${url.slice(1)}}`)) === 1)
@@ -141,8 +143,8 @@ t.test('a miss takes the lease within its read, and gives it back with its write
     t.notOk(seen.slice(0, marker).includes('set'), `${url}: no SET NX of a lease before the handler`)
     t.same(seen.slice(0, marker).sort(), [...before].sort(), `${url}: the read alone before the handler`)
     t.equal(leaseKeys.pop(), 1, `${url}: the lease is held while the handler runs`)
-    t.equal(seen.slice(marker + 1).filter((command) => command === 'evalsha').length, url === '/plain' ? 1 : 2,
-      `${url}: after it, the write (and its tag's record), with no separate release`)
+    t.same(seen.slice(marker + 1).filter((command) => command !== 'keys' && command !== 'exists'), ['evalsha'],
+      `${url}: after it, the write alone, with no separate release`)
     t.equal((await client.keys(`${prefix}:l:*`)).length, 0, `${url}: the lease is given back`)
   }
 })

@@ -390,6 +390,17 @@ export async function storeContract (t: tap.Test, name: string, makeStore: Store
       t.equal(await store.set(id('race', 'forced'), bytes('x'), { ttlMs: LONG_MS, tags: [tag] }), true, 'a write without a stamp is not conditional')
     })
 
+    t.test('an entry written with the stamp of its read is named by its tags', async (t) => {
+      const store = await open(t)
+      const [a, b] = [tagId('stamped:a'), tagId('stamped:b')]
+      const key = id('stamped', 'tags')
+      const { stamp } = await store.read(key, [a, b])
+      t.equal(await store.set(key, bytes('v'), { ttlMs: LONG_MS, tags: [a, b], stamp }), true)
+      t.same((await store.read(key, [a, b])).value, bytes('v'))
+      t.equal(await store.invalidateTags([b]), 1, 'the tag counts it')
+      t.equal((await store.read(key, [a, b])).value, null, 'and it is gone')
+    })
+
     t.test('a write is refused when someone else wrote the entry after its read (a late lease holder)', async (t) => {
       const store = await open(t)
       const key = id('cas')

@@ -3,9 +3,10 @@ import type { Cluster, Redis } from 'ioredis'
 import { INVALIDATION_WINDOW_MS } from './store'
 
 // The Redis store's Lua scripts. The key layout is described in redis-layout.ts. Each script touches only the keys
-// it is given in KEYS, and those always share one hash slot (an entry's keys, or a tag's), so every script runs
-// unchanged on a single node and on a Redis Cluster. What spans slots (an entry and its tags' tokens) is done by
-// the store in several steps, made safe by the tokens (see redis.ts).
+// it is given in KEYS, and those share one hash slot (an entry's keys, or a tag's), so every script runs unchanged
+// on a single node and on a Redis Cluster. What spans slots (an entry, the pattern epoch and its tags' tokens) is
+// done by the store in several steps on a Cluster, made safe by the tokens (see redis.ts); on a single node the
+// entry scripts are handed those keys as well, and do it all in one call.
 
 /** How much of an entry's head holds its version (`@<version>`); a version is far shorter. */
 const VERSION_HEAD = 63
@@ -15,9 +16,10 @@ const VERSION_HEAD = 63
  */
 const VERSION_PATTERN = '\'^@([%w_%-]+)[ \\n]\''
 
-// KEYS: entry, tombstone, lease. ARGV (optional): a lease token and its ttl ms, to take the lease if there is no
-// entry and the lease is free. Returns: the stored bytes or false, 1 when another type sits at the entry's key, the
-// tombstone, whether a lease is held, the entry's PTTL, and 1 when this read took the lease.
+// KEYS: entry, tombstone, lease; on a single node also the pattern epoch and the tags' tokens. ARGV (optional): a
+// lease token and its ttl ms, to take the lease if there is no entry and the lease is free. Returns: the stored
+// bytes or false, 1 when another type sits at the entry's key, the tombstone, whether a lease is held, the entry's
+// PTTL, 1 when this read took the lease, then the value of each key after the third (false when absent).
 const READ_ENTRY = `
 local value = redis.pcall('GET', KEYS[1])
 local wrongType = 0
@@ -31,7 +33,9 @@ if not value and leased == 0 and ARGV[1] then
   leased = 1
   taken = 1
 end
-return { value, wrongType, redis.call('GET', KEYS[2]) or '', leased, ttl, taken }`
+local reply = { value, wrongType, redis.call('GET', KEYS[2]) or '', leased, ttl, taken }
+for i = 4, #KEYS do reply[i + 3] = redis.call('GET', KEYS[i]) end
+return reply`
 
 // KEYS: tag token. ARGV: a new token, its ttl ms. The tag's current token, created when there is none, so that a
 // read always captures a definite token that any later invalidation changes.
@@ -41,20 +45,34 @@ if token then return token end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]`
 
-// KEYS: entry, tombstone, lease. ARGV: '1' when stamped, the stamp's tombstone and entry version, ttl ms, header,
-// value, and the token of a lease to give back ('' for none), whatever the outcome.
+// KEYS: entry, tombstone, lease; on a single node also the pattern epoch, then each tag's token and set. ARGV: '1'
+// when stamped, the stamp's tombstone and entry version, ttl ms, header, value, the token of a lease to give back
+// ('' for none, given back whatever the outcome); with the single node's keys also the stamp's epoch, the ms the
+// tags' records must live at least, and each tag's token as the read saw it.
 // A stamped write is refused when the key was deleted since the read, or the entry rewritten (a late writer whose
-// lease expired must not overwrite a newer value). The tags and the pattern epoch live in other slots: the store
-// checks them after the write (see redis.ts).
+// lease expired must not overwrite a newer value), or, given their keys, when a pattern or a tag was invalidated. On
+// a Cluster the tags and the epoch live in other slots: the store checks them after the write (see redis.ts).
 const WRITE_ENTRY = `
 if ARGV[7] ~= '' and redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end
+local tags = (#KEYS - 4) / 2
 if ARGV[1] == '1' then
   if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return 0 end
   local head = redis.pcall('GETRANGE', KEYS[1], 0, ${VERSION_HEAD})
   if type(head) ~= 'string' then head = '' end
   if (string.match(head, ${VERSION_PATTERN}) or '') ~= ARGV[3] then return 0 end
+  if KEYS[4] and (redis.call('GET', KEYS[4]) or '') ~= ARGV[8] then return 0 end
+  for i = 1, tags do
+    if redis.call('GET', KEYS[3 + 2 * i]) ~= ARGV[9 + i] then return 0 end
+  end
 end
 redis.call('SET', KEYS[1], ARGV[5] .. '\\n' .. ARGV[6], 'PX', ARGV[4])
+for i = 1, tags do
+  local keep = tonumber(ARGV[9])
+  redis.call('SADD', KEYS[4 + 2 * i], KEYS[1])
+  for _, key in ipairs({ KEYS[3 + 2 * i], KEYS[4 + 2 * i] }) do
+    if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
+  end
+end
 return 1`
 
 // KEYS: tag token, tag set. ARGV: ms the tag's records must live at least, the entry key to add to the set (or ''),

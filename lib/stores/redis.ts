@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks'
 import { type Call, batch, isCluster } from './redis-batch'
 import { RedisLayout } from './redis-layout'
 import {
-  type RedisClient, deleteVersion, expireEntry, invalidateTag, readEntry, release, tagEntry, token, writeEntry
+  type Arg, type RedisClient, deleteVersion, expireEntry, invalidateTag, readEntry, release, tagEntry, token, writeEntry
 } from './redis-scripts'
 import {
   INVALIDATION_WINDOW_MS, type CacheStore, type CleanupReport, type LeaseRequest, type StoreRead, type StoreSetOptions, type WriteStamp,
@@ -60,15 +60,22 @@ export class RedisStore implements CacheStore {
 
   async read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> {
     const layout = this.layout
-    const [entryReply, epoch, ...tokens] = await batch(this.client, [
-      {
-        script: readEntry,
-        keys: [layout.entry(id), layout.tombstone(id), layout.lease(id)],
-        args: lease === undefined ? [] : [lease.token, Math.max(1, Math.round(lease.ttlMs))]
-      },
-      { command: 'get', args: [layout.epochKey] },
-      ...tags.map((tag): Call => ({ command: 'get', args: [layout.token(tag)] }))
-    ])
+    const keys = [layout.entry(id), layout.tombstone(id), layout.lease(id)]
+    const args = lease === undefined ? [] : [lease.token, Math.max(1, Math.round(lease.ttlMs))]
+    let entryReply: unknown[]
+    let epoch: unknown
+    let tokens: unknown[]
+    if (isCluster(this.client)) {
+      [entryReply, epoch, ...tokens] = await batch(this.client, [
+        { script: readEntry, keys, args },
+        { command: 'get', args: [layout.epochKey] },
+        ...tags.map((tag): Call => ({ command: 'get', args: [layout.token(tag)] }))
+      ]) as [unknown[], unknown, ...unknown[]]
+    } else {
+      // One script reads the epoch and the tokens too: one command, no pipeline.
+      entryReply = await readEntry.run(this.client, [...keys, layout.epochKey, ...tags.map((tag) => layout.token(tag))], args) as unknown[]
+      ;[epoch, ...tokens] = entryReply.slice(6)
+    }
     const [raw, wrongType, tombstone, leased, pttl, taken] = entryReply as [Buffer | null, number, Buffer, number, number, number]
     // A tag without a token record (never used, expired or evicted) gets one now, rarely: the stamp must capture a
     // definite token, which any later invalidation changes.
@@ -126,35 +133,31 @@ export class RedisStore implements CacheStore {
     const version = newTokenPart()
     const tagCall = (tag: string, create: string): Call =>
       ({ script: tagEntry, keys: [layout.token(tag), layout.tagSet(tag)], args: [keep, entryKey, create] })
-    const writeCall = (header: string, stamp?: WriteStamp): Call => ({
-      script: writeEntry,
-      keys: [entryKey, layout.tombstone(id), layout.lease(id)],
-      args: [stamp === undefined ? '0' : '1', stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value, options.lease ?? '']
-    })
+    const writeKeys = [entryKey, layout.tombstone(id), layout.lease(id)]
+    const writeArgs = (header: string, stamp?: WriteStamp): Arg[] =>
+      [stamp === undefined ? '0' : '1', stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value, options.lease ?? '']
 
     const stamp = options.stamp
     if (stamp === undefined) {
       // Not conditional: the header carries the tags' current tokens, read (or created) first.
       const current = await batch(this.client, tags.map((tag) => tagCall(tag, newTagToken())))
-      await batch(this.client, [writeCall(headerLine(version, tags, current.map(text)))])
+      await writeEntry.run(this.client, writeKeys, writeArgs(headerLine(version, tags, current.map(text))))
       return true
     }
 
     const captured = new Map(stamp.tags)
     // A tag whose token the read did not capture cannot be checked: the write is refused, as after an invalidation.
     if (!tags.every((tag) => captured.has(tag))) return false
-    const write = writeCall(headerLine(version, tags, tags.map((tag) => captured.get(tag) ?? '')), stamp)
-    const recheck: Call[] = [{ command: 'get', args: [layout.epochKey] }, ...tags.map((tag) => tagCall(tag, ''))]
-    let replies: unknown[]
-    if (isCluster(this.client)) {
-      const [written] = await batch(this.client, [write])
-      if (written !== 1) return false
-      replies = [written, ...await batch(this.client, recheck)]
-    } else {
-      replies = await batch(this.client, [write, ...recheck])
+    const header = headerLine(version, tags, tags.map((tag) => captured.get(tag) ?? ''))
+    if (!isCluster(this.client)) {
+      // The script checks the epoch and the tags' tokens before it writes, and adds the entry to its tags' sets.
+      const written = await writeEntry.run(this.client, [...writeKeys, layout.epochKey, ...tags.flatMap((tag) => [layout.token(tag), layout.tagSet(tag)])],
+        [...writeArgs(header, stamp), stamp.epoch, keep, ...tags.map((tag) => captured.get(tag) ?? '')])
+      return written === 1
     }
-    const [written, epoch, ...tokens] = replies
+    const written = await writeEntry.run(this.client, writeKeys, writeArgs(header, stamp))
     if (written !== 1) return false
+    const [epoch, ...tokens] = await batch(this.client, [{ command: 'get', args: [layout.epochKey] }, ...tags.map((tag) => tagCall(tag, ''))])
     const intact = text(epoch) === stamp.epoch && tags.every((tag, i) => text(tokens[i]) === captured.get(tag))
     if (intact) return true
     await deleteVersion.run(this.client, [entryKey], [version])
