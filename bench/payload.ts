@@ -10,6 +10,7 @@ export const VARIANTS = {
   tiered: { letter: 'd2', what: 'route (b) cached by the plugin, Redis with the in-process tier, every request a hit' },
   cluster: { letter: 'c2', what: 'route (b) cached by the plugin, on a Redis Cluster of 3 masters, every request a hit' },
   miss: { letter: 'b2', what: 'route (b) cached by the plugin on Redis, every request a miss (a new key each time) that is stored' },
+  floor: { letter: 'b3', what: 'route (b) with one Redis GET before its query, no plugin: the least a cache in Redis adds to a miss' },
   compressed: { letter: 'c3', what: 'route (c) with the body stored brotli-compressed, decompressed for clients without Accept-Encoding' },
   optout: { letter: 'e', what: 'route (a) on an app with the plugin and another route cached' },
   ioredis: { letter: 'f', what: 'hand-written route: one ioredis GET, sends the stored string' },

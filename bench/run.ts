@@ -26,7 +26,7 @@ import { median } from './statistics'
 
 const ROOT = join(__dirname, '..')
 const RESULTS = join(__dirname, 'results')
-const USES_REDIS: readonly Variant[] = ['redis', 'tiered', 'compressed', 'miss', 'ioredis']
+const USES_REDIS: readonly Variant[] = ['redis', 'tiered', 'compressed', 'miss', 'floor', 'ioredis']
 const CACHED: readonly Variant[] = ['redis', 'memory', 'tiered', 'cluster', 'compressed']
 /** Cores other processes may keep busy before a measurement counts as disturbed (see measureQuietly). */
 const MAX_OTHER_CORES = 0.25
@@ -36,7 +36,8 @@ const TARGETS = [
   { variant: 'tiered', of: 'ceiling', min: 0.9, text: '(d2) in-process tier hits ≥ 0.9 × (a)' },
   { variant: 'optout', of: 'ceiling', min: 0.97, text: '(e) routes not opted in ≥ 0.97 × (a)' },
   { variant: 'ioredis', of: 'serialize', min: 0.88, text: "calibration: (f) one ioredis GET ≈ 0.88 × (a')" },
-  { variant: 'miss', of: 'uncached', min: 0.97, text: '(b2) a miss costs at most 3 % over the uncached origin: req/s ≥ 0.97 × (b)' }
+  { variant: 'miss', of: 'uncached', min: 0.97, text: '(b2) a miss costs at most 3 % over the uncached origin: req/s ≥ 0.97 × (b)' },
+  { variant: 'miss', of: 'floor', min: 0.97, text: '(b2) a miss costs at most 3 % over one Redis round trip before the query: req/s ≥ 0.97 × (b3)' }
 ] as const
 
 const { values: args } = parseArgs({

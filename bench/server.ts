@@ -93,6 +93,17 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
       slowRoute(app, '/cached', true)
       statsRoute(app)
       break
+    case 'floor': {
+      // What any cache that keeps its entries in Redis must do before it knows a request is a miss: one round trip.
+      const client = new Redis(redisUrl(), { enableOfflineQueue: true, maxRetriesPerRequest: 1, enableAutoPipelining: true })
+      const key = prefix() + ':absent'
+      app.get('/data', async () => {
+        if (await client.get(key) !== null) throw new Error(`${key} is not meant to exist`)
+        await sleep(QUERY_MS)
+        return PAYLOAD
+      })
+      return async () => { await client.quit() }
+    }
     case 'ioredis': {
       const client = new Redis(redisUrl(), { enableOfflineQueue: true, maxRetriesPerRequest: 1 })
       const key = prefix() + ':raw'

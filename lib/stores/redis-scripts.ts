@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Cluster, Redis } from 'ioredis'
+import { type Cluster, Command, type Redis } from 'ioredis'
 import { INVALIDATION_WINDOW_MS } from './store'
 
 // The Redis store's Lua scripts. The key layout is described in redis-layout.ts. Each script touches only the keys
@@ -134,12 +134,14 @@ export class Script {
     this.sha = createHash('sha1').update(source).digest('hex')
   }
 
-  async run (client: RedisClient, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
+  /** `direct`: around auto-pipelining (see sendDirect). */
+  async run (client: RedisClient, keys: readonly string[], args: readonly Arg[], direct = false): Promise<unknown> {
+    const send = direct ? sendDirect : sendCommand
     try {
-      return await sendCommand(client, 'evalsha', [this.sha, keys.length, ...keys, ...args])
+      return await send(client, 'evalsha', [this.sha, keys.length, ...keys, ...args])
     } catch (error) {
       if (!isNoScript(error)) throw error
-      return await sendCommand(client, 'eval', [this.source, keys.length, ...keys, ...args])
+      return await send(client, 'eval', [this.source, keys.length, ...keys, ...args])
     }
   }
 }
@@ -155,6 +157,17 @@ export async function sendCommand (client: RedisClient, command: string, args: r
   const method: unknown = (client as unknown as Record<string, unknown>)[command + 'Buffer']
   if (typeof method !== 'function') throw new Error(`no ioredis method for the command ${command}`)
   return await (method as CommandMethod).apply(client, [...args])
+}
+
+/**
+ * Sends one command to the connection at once, replies as Buffers, around auto-pipelining: auto-pipelining keeps one
+ * batch in flight per node and queues the next commands until it returns, so a write that nothing waits for would
+ * make the reads queued behind it wait a round trip more.
+ */
+export async function sendDirect (client: RedisClient, command: string, args: readonly Arg[]): Promise<unknown> {
+  const sent = new Command(command, [...args], { replyEncoding: null })
+  client.sendCommand(sent)
+  return await sent.promise
 }
 
 export function isNoScript (error: unknown): boolean {

@@ -152,7 +152,7 @@ export class RedisStore implements CacheStore {
     if (!isCluster(this.client)) {
       // The script checks the epoch and the tags' tokens before it writes, and adds the entry to its tags' sets.
       const written = await writeEntry.run(this.client, [...writeKeys, layout.epochKey, ...tags.flatMap((tag) => [layout.token(tag), layout.tagSet(tag)])],
-        [...writeArgs(header, stamp), stamp.epoch, keep, ...tags.map((tag) => captured.get(tag) ?? '')])
+        [...writeArgs(header, stamp), stamp.epoch, keep, ...tags.map((tag) => captured.get(tag) ?? '')], true)
       return written === 1
     }
     const written = await writeEntry.run(this.client, writeKeys, writeArgs(header, stamp))
