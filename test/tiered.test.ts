@@ -85,6 +85,52 @@ async function warmEverywhere (apps: FastifyInstance[], url: string): Promise<vo
   }
 }
 
+/** The Redis store, counting the full reads it is asked for. */
+class CountedRedisStore extends RedisStore {
+  reads = 0
+  override async read (...args: Parameters<RedisStore['read']>): ReturnType<RedisStore['read']> {
+    this.reads++
+    return await super.read(...args)
+  }
+}
+
+t.test('concurrent misses of one id in the tier share one Redis read, unless an invalidation came first', async (t) => {
+  const client = await createClient(t)
+  const prefix = uniquePrefix('tier-fill')
+  t.teardown(() => deleteByPrefix(client, prefix))
+  const remote = new CountedRedisStore(client, prefix)
+  const store = new TieredStore(remote, { maxEntries: 100, maxBytes: 1 << 20, ttlMs: 60_000 })
+  const bus = InvalidationBus.start(client, prefix, quiet, store)
+  store.attach(bus)
+  t.teardown(() => bus.close())
+  t.ok(await bus.ready(2000))
+  const [hot, cold, other] = [keyId('hot'), keyId('cold'), keyId('other')]
+  const tag = tagId('t')
+  await remote.set(hot, Buffer.from('value'), { ttlMs: 60_000, tags: [tag] })
+  remote.reads = 0
+
+  const lease = (n: number): { token: string, ttlMs: number } => ({ token: `token-${n}`, ttlMs: 5000 })
+  const found = await Promise.all(Array.from({ length: 20 }, (_, n) => store.read(hot, [tag], lease(n))))
+  t.equal(remote.reads, 1, '20 concurrent misses, one read')
+  t.ok(found.every((read) => read.value?.toString() === 'value'), 'each got the value')
+  t.ok(found.every((read) => read.stamp === found[0]?.stamp), 'and the stamp of that read')
+  t.equal((await store.read(hot, [tag])).value?.toString(), 'value')
+  t.equal(remote.reads, 1, 'then held')
+
+  remote.reads = 0
+  const absent = await Promise.all(Array.from({ length: 5 }, (_, n) => store.read(cold, [], lease(n))))
+  t.equal(remote.reads, 1)
+  t.equal(absent.filter((read) => read.leaseTaken === true).length, 1, 'one caller holds the lease the shared read took')
+  t.ok(absent.every((read) => read.leased === true), 'the others see it held')
+
+  remote.reads = 0
+  const first = store.read(other, [])
+  await store.delete([keyId('unrelated')])
+  const second = store.read(other, [])
+  await Promise.all([first, second])
+  t.equal(remote.reads, 2, 'a read that started before an invalidation is not shared with one after it')
+})
+
 t.test('an in-process hit sends nothing to Redis', async (t) => {
   const server = await RedisProcess.start()
   t.teardown(() => server.stop())

@@ -47,6 +47,11 @@ export class TieredStore implements CacheStore, BusListener {
   private generation = 0
   private hits = 0
   private misses = 0
+  /**
+   * Remote reads under way to fill the tier, by id and tags: concurrent misses of one id (all the requests for a hot
+   * key when its copy here expires) share one, unless an invalidation was seen since it started.
+   */
+  private readonly filling = new Map<string, { generation: number, read: Promise<StoreRead> }>()
   /** Lease waiters of this instance, woken when another instance writes the id they wait for. */
   private readonly waiters = new Map<string, Set<() => void>>()
 
@@ -71,8 +76,22 @@ export class TieredStore implements CacheStore, BusListener {
       return { value: held.value, stale: false, stamp: held.stamp, ttlMs: held.expiresAt - Date.now() }
     }
     this.misses++
+    const fill = tags.length === 0 ? id : id + '\n' + tags.join('\n')
+    const pending = this.filling.get(fill)
+    if (pending !== undefined && pending.generation === this.generation) {
+      const shared = await pending.read
+      // A lease that read took belongs to its own caller.
+      return shared.leaseTaken === true ? { ...shared, leaseTaken: false, leased: true } : shared
+    }
     const generation = this.generation
-    const found = await this.remote.read(id, tags, lease)
+    const read = this.remote.read(id, tags, lease)
+    this.filling.set(fill, { generation, read })
+    let found: StoreRead
+    try {
+      found = await read
+    } finally {
+      if (this.filling.get(fill)?.read === read) this.filling.delete(fill)
+    }
     if (found.value !== null && !found.stale && found.corrupt !== true && generation === this.generation && bus.connected) {
       // Dropped by its own tags, and by those its stamp holds a token of, or a write from that stamp would be refused.
       const byTags = new Set([...found.entryTags ?? [], ...tags])
