@@ -1,7 +1,11 @@
 import Fastify from 'fastify'
+import { Redis } from 'ioredis'
 import t from 'tap'
 import cache from '../lib/index'
 import { CircuitBreaker } from '../lib/circuit-breaker'
+import { keyId } from '../lib/keys'
+import { DeadlineStore } from '../lib/stores/deadline'
+import { RedisStore } from '../lib/stores/redis'
 import { sleep, untilStored } from './helpers/app'
 import { RedisProcess, uniquePrefix } from './helpers/redis'
 
@@ -54,6 +58,30 @@ t.test('a hung Redis: after a few timeouts the circuit opens and requests stop w
     await sleep(50)
   }
   t.equal((await app.cacheService.stats()).store.circuit, 'closed', 'a successful probe closed the circuit')
+})
+
+t.test('each call on a hung Redis fails at its own deadline, counted from when it started', async (t) => {
+  const redis = await RedisProcess.start()
+  t.teardown(() => redis.stop())
+  const client = new Redis(redis.url, { maxRetriesPerRequest: 1 })
+  t.teardown(() => client.disconnect())
+  const store = new DeadlineStore(new RedisStore(client, uniquePrefix('deadlines')), 200)
+  t.equal(await store.get(keyId(['warm'])), null, 'answers while Redis does')
+  redis.freeze()
+  t.teardown(() => redis.unfreeze())
+  const started = Date.now()
+  const failedAt = async (delay: number): Promise<number> => {
+    await sleep(delay)
+    const error = await store.get(keyId(['k', delay])).then(() => undefined, (e: unknown) => e)
+    t.match(error, { code: 'FST_CACHE_STORE_TIMEOUT' }, `the call started at ${delay} ms timed out`)
+    return Date.now() - started
+  }
+  const [first, second, third] = await Promise.all([failedAt(0), failedAt(80), failedAt(150)])
+  for (const [at, startedAt] of [[first, 0], [second, 80], [third, 150]] as const) {
+    t.ok(at >= startedAt + 195 && at < startedAt + 400, `started at ${startedAt} ms, failed at ${at} ms`)
+  }
+  redis.unfreeze()
+  t.equal(await store.get(keyId(['after'])), null, 'and answers again')
 })
 
 t.test('circuitBreaker: false keeps calling Redis every time', async (t) => {
