@@ -19,11 +19,8 @@ export class DeadlineStore implements CacheStore {
   readonly kind: string
   readonly local = false
 
-  private readonly deadlines: Deadlines
-
   constructor (private readonly inner: CacheStore, private readonly timeoutMs: number, readonly breaker?: CircuitBreaker) {
     this.kind = inner.kind
-    this.deadlines = new Deadlines(timeoutMs)
   }
 
   read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> { return this.limit('read', () => this.inner.read(id, tags, lease)) }
@@ -51,64 +48,21 @@ export class DeadlineStore implements CacheStore {
     if (breaker !== undefined && !evenIfOpen && !breaker.allow()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN(operation))
     return new Promise<T>((resolve, reject) => {
       let timedOut = false
-      const expire = (): void => {
+      const timer = setTimeout(() => {
         timedOut = true
         breaker?.failed()
         reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs))
-      }
-      const cancel = timeoutMs === this.timeoutMs ? this.deadlines.add(expire) : timer(expire, timeoutMs)
+      }, timeoutMs)
       // A reply that comes after the deadline was already counted as a failure; it must not close the circuit.
       call().then(
-        (value) => { cancel(); if (!timedOut) breaker?.succeeded(); resolve(value) },
+        (value) => { clearTimeout(timer); if (!timedOut) breaker?.succeeded(); resolve(value) },
         (error: unknown) => {
-          cancel()
+          clearTimeout(timer)
           if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : breaker?.failed()
           reject(error)
         }
       )
     })
-  }
-}
-
-function timer (expire: () => void, ms: number): () => void {
-  const handle = setTimeout(expire, ms)
-  return () => clearTimeout(handle)
-}
-
-interface Deadline { at: number, expire: () => void }
-
-/**
- * The deadlines of calls under way that share one timeout, in the order they started, which is the order they
- * expire in: one timer, armed for the oldest, serves them all. A timer per call cost about a microsecond of every
- * Redis hit. The timer does not keep the process alive: a call under way has its connection for that.
- */
-class Deadlines {
-  private readonly pending = new Set<Deadline>()
-  private timer: NodeJS.Timeout | undefined
-
-  constructor (private readonly timeoutMs: number) {}
-
-  /** Calls expire after the timeout unless the returned function is called first. */
-  add (expire: () => void): () => void {
-    const deadline = { at: Date.now() + this.timeoutMs, expire }
-    this.pending.add(deadline)
-    if (this.timer === undefined) this.arm(this.timeoutMs)
-    return () => { this.pending.delete(deadline) }
-  }
-
-  private arm (ms: number): void {
-    this.timer = setTimeout(this.expireDue, ms)
-    this.timer.unref()
-  }
-
-  private readonly expireDue = (): void => {
-    this.timer = undefined
-    const now = Date.now()
-    for (const deadline of this.pending) {
-      if (deadline.at > now) return this.arm(deadline.at - now)
-      this.pending.delete(deadline)
-      deadline.expire()
-    }
   }
 }
 
