@@ -10,6 +10,9 @@ import type { CacheStats } from '../stats'
 import { PEEK_REMOTELY, type LeaseRequest, type StoreRead, type WriteStamp } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Compression, compressedEntry, worthCompressing } from './encoding'
+import { readUpTo } from './read-up-to'
+import { retentionMs, shouldRefreshEarly } from './retention'
+import { refreshedEntry } from './revalidation'
 import { RecentEntries } from './recent-entries'
 import { type FlightLead, Flights } from './flights'
 import type { Leases } from './leases'
@@ -21,7 +24,7 @@ import {
 import { type CompiledRoute, mayBypass, undeclaredQuery, unstorableRequest, wantsBypass } from './route'
 import {
   type CacheValidators, type Directives, type RequestDirectives, designates, mayServeOnError, requestDirectives, responseDirectives,
-  reuseOf, sharedFreshness, sharedUnstorableReason, updatedHeaders, validatorsOf, withheldFields
+  reuseOf, sharedFreshness, sharedUnstorableReason, validatorsOf, withheldFields
 } from './shared-policy'
 import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
 
@@ -515,7 +518,7 @@ export class ResponseCache {
     const validating = state.validating
     let headers = reply.getHeaders() as Headers
     if (validating !== undefined && status === 304 && designates(headers.etag, validating.originEtag === true ? validating.etag : undefined)) {
-      const { entry, storable } = this.refreshed(request, validating, headers, requestTime, now, route)
+      const { entry, storable } = refreshedEntry(request, validating, headers, requestTime, now, route)
       if (storable) state.capture = entry
       state.flight?.settle(storable ? entry : undefined)
       state.outcome = 'REVALIDATED'
@@ -602,29 +605,6 @@ export class ResponseCache {
     this.finishShared(state, reply, body, done)
   }
 
-  /**
-   * The stored response with the header fields of the 304 that confirmed it and the freshness they give (RFC 9111
-   * 4.3.4), and whether it may still be stored (the 304 may say no-store now).
-   */
-  private refreshed (
-    request: FastifyRequest, stored: HttpEntry, notModified: Headers, requestTime: number, now: number, route: CompiledRoute
-  ): { entry: HttpEntry, storable: boolean } {
-    const headers = updatedHeaders(stored.headers, notModified)
-    const { directives, targeted } = responseDirectives(headers, route.shared!.targeted)
-    const facts = { status: stored.status, headers, directives, targeted }
-    const storable = notModified['set-cookie'] === undefined && sharedUnstorableReason({ ...facts, requestHeaders: request.headers }) === undefined
-    // The 304's own Age and Date say how old the confirmation is (RFC 9111 4.2.3).
-    const freshness = sharedFreshness({ ...facts, headers: { ...headers, age: notModified.age } }, requestTime, now)
-    const entry: HttpEntry = {
-      status: stored.status, headers: storedHeaders(headers, { withheld: withheldFields(directives) }), body: stored.body, etag: stored.etag, ...freshness
-    }
-    if (stored.originEtag === true) entry.originEtag = true
-    if (stored.vary !== undefined) entry.vary = stored.vary
-    // The body is the stored bytes: compressed ones stay marked as such.
-    if (stored.encoding !== undefined) entry.encoding = stored.encoding
-    return { entry, storable }
-  }
-
   /** Sends the payload; a warming request first waits for the write, so that it can say whether it was stored. */
   private finishShared (state: RequestCacheState, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
     const capture = state.capture
@@ -709,49 +689,4 @@ export class ResponseCache {
       return false
     }
   }
-}
-
-/**
- * Reads a stream whole when it holds at most `limit` bytes; otherwise a stream of the same bytes (those read, then
- * the rest), to be sent as it is.
- */
-async function readUpTo (stream: Readable, limit: number): Promise<Buffer | Readable> {
-  const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>
-  const chunks: Buffer[] = []
-  let size = 0
-  for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
-    const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : next.value
-    chunks.push(chunk)
-    size += chunk.length
-    if (size > limit) {
-      return Readable.from((async function * () {
-        yield * chunks
-        for (let rest = await iterator.next(); rest.done !== true; rest = await iterator.next()) yield rest.value
-      })())
-    }
-  }
-  return Buffer.concat(chunks, size)
-}
-
-/**
- * How long the store keeps an entry: past its freshness for as long as a stale copy may still be served, by the
- * route's windows (app mode), or by the response's own windows and the time kept for revalidation (shared mode).
- */
-function retentionMs (route: CompiledRoute, entry: HttpEntry): number {
-  if (route.shared === undefined) return route.ttl * 1000 + Math.max(route.staleWhileRevalidateMs, route.staleIfErrorMs)
-  const windows = Math.max((entry.staleWhileRevalidate ?? 0) * 1000, (entry.staleIfError ?? 0) * 1000, route.shared.keepStaleMs)
-  // An origin may say a year or more; no entry outlives the longest ttl app mode accepts.
-  return Math.min(freshUntil(entry) - Date.now() + windows, LONGEST_RETENTION_MS)
-}
-
-const LONGEST_RETENTION_MS = 365 * 24 * 3600 * 1000
-
-/**
- * Refresh-ahead when the entry is within the route's window of expiry, or XFetch: refresh when
- * now - computeMs * beta * ln(random) >= expiry, which grows likelier as expiry nears and for slow computations.
- */
-function shouldRefreshEarly (route: CompiledRoute, entry: HttpEntry, freshLeftMs: number): boolean {
-  if (route.refreshAheadMs > 0 && freshLeftMs < route.refreshAheadMs) return true
-  if (route.earlyRefresh === 0 || entry.computeMs === undefined) return false
-  return -entry.computeMs * route.earlyRefresh * Math.log(Math.random()) >= freshLeftMs
 }
