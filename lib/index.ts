@@ -71,7 +71,7 @@ const responseCache: FastifyPluginAsync<CachePluginOptions> = async (app: Fastif
   const leases = store.local || options.lease === false
     ? undefined
     : new Leases(guarded, { ...DEFAULTS.lease, ...options.lease }, tier?.nextChange.bind(tier))
-  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => entryKey(settings.prefix, id))
+  const cache = new ResponseCache(guarded, stats, inject, leases, keyRing, (id) => entryKey(settings.prefix, id), settings.storeTimeoutMs)
 
   const service = new StoreCacheService(guarded, stats, settings.ttl, inject)
   app.decorate('cacheService', service)

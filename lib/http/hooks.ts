@@ -109,7 +109,9 @@ export class ResponseCache {
     /** Encrypts the entries of sensitive routes; undefined when the plugin has no encryption keys. */
     private readonly keyRing: KeyRing | undefined,
     /** An entry's full Redis key, from its id: bound to its ciphertext so that it cannot be moved. */
-    private readonly entryKey: (id: string) => string
+    private readonly entryKey: (id: string) => string,
+    /** The store's deadline per call: a request spends about one at most before its handler runs. */
+    private readonly storeTimeoutMs: number
   ) {
     this.keepsValues = guarded.store.keepsValues === true
     this.local = guarded.store.local
@@ -220,9 +222,13 @@ export class ResponseCache {
   }
 
   private async peekThenRead (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, warming: boolean): Promise<boolean> {
+    const started = Date.now()
     const quick = await this.guarded.read('peek', (store) => store.peek(state.id), PEEK_FAILED, state.route.counters)
     if (quick !== undefined && quick !== PEEK_FAILED && this.servedFresh(request, reply, state, quick)) return true
-    return await this.read(request, reply, state, false, warming, quick === PEEK_FAILED)
+    // A peek that took over half the deadline found the store slow: the full read could cost a second deadline before
+    // the handler runs. The request goes on without it, as after a failed peek (its response is then not stored).
+    const slow = Date.now() - started > this.storeTimeoutMs / 2
+    return await this.read(request, reply, state, false, warming, quick === PEEK_FAILED || slow)
   }
 
   /** Serves a peeked entry if it is fresh and was stored for the request's values of the headers it varies on. */
@@ -236,12 +242,12 @@ export class ResponseCache {
 
   /** The full read, and what follows from it: a hit, a stale entry served or kept as a fallback, or a miss. */
   private async read (
-    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, bypass: boolean, warming: boolean, peekFailed: boolean
+    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, bypass: boolean, warming: boolean, skipRead: boolean
   ): Promise<boolean> {
     const { route, id, tags } = state
-    // A store that just failed is not asked again for the same request: one deadline at most.
+    // A store that just failed (or was slow) is not asked again for the same request: about one deadline at most.
     const lease = this.leaseToTake(state, bypass)
-    const found = peekFailed ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? [], lease), NOTHING_READ, route.counters)
+    const found = skipRead ? NOTHING_READ : await this.guarded.read('read', (store) => store.read(id, tags ?? [], lease), NOTHING_READ, route.counters)
     if (found !== NOTHING_READ) state.stamp = found.stamp
     if (found.leaseTaken === true) state.lease = lease?.token
     if (found.corrupt === true) this.guarded.failed('decode', new FST_CACHE_CORRUPT_ENTRY('not an entry at its key'), route.counters)
