@@ -657,9 +657,12 @@ export class ResponseCache {
     state.flight?.settle(undefined)
     const capture = state.capture
     const written = capture === undefined || !finished ? Promise.resolve(false) : this.write(state, capture)
-    written.then((stored) => state.flight?.land(stored ? capture : undefined), () => state.flight?.land(undefined))
-    // A write that reached the store gave the lease back with it; otherwise it goes back on its own.
-    written.finally(() => { if (state.lease !== undefined) this.leases?.release(state.id, state.lease) }).catch(() => {})
+    const landed = (stored: boolean): void => {
+      state.flight?.land(stored ? capture : undefined)
+      // A write that reached the store gave the lease back with it; otherwise it goes back on its own.
+      if (state.lease !== undefined) this.leases?.release(state.id, state.lease)
+    }
+    written.then(landed, () => landed(false))
   }
 
   /** Compressed for Redis only: in memory, every hit of a client without brotli would pay for decompressing. */

@@ -66,8 +66,8 @@ if ARGV[1] == '1' then
   end
 end
 redis.call('SET', KEYS[1], ARGV[5] .. '\\n' .. ARGV[6], 'PX', ARGV[4])
+local keep = tonumber(ARGV[9])
 for i = 1, tags do
-  local keep = tonumber(ARGV[9])
   redis.call('SADD', KEYS[4 + 2 * i], KEYS[1])
   for _, key in ipairs({ KEYS[3 + 2 * i], KEYS[4 + 2 * i] }) do
     if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end

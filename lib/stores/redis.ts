@@ -148,17 +148,18 @@ export class RedisStore implements CacheStore {
     const captured = new Map(stamp.tags)
     // A tag whose token the read did not capture cannot be checked: the write is refused, as after an invalidation.
     if (!tags.every((tag) => captured.has(tag))) return false
-    const header = headerLine(version, tags, tags.map((tag) => captured.get(tag) ?? ''))
+    const seen = tags.map((tag) => captured.get(tag) ?? '')
+    const header = headerLine(version, tags, seen)
     if (!isCluster(this.client)) {
       // The script checks the epoch and the tags' tokens before it writes, and adds the entry to its tags' sets.
       const written = await writeEntry.run(this.client, [...writeKeys, layout.epochKey, ...tags.flatMap((tag) => [layout.token(tag), layout.tagSet(tag)])],
-        [...writeArgs(header, stamp), stamp.epoch, keep, ...tags.map((tag) => captured.get(tag) ?? '')], true)
+        [...writeArgs(header, stamp), stamp.epoch, keep, ...seen], true)
       return written === 1
     }
     const written = await writeEntry.run(this.client, writeKeys, writeArgs(header, stamp))
     if (written !== 1) return false
     const [epoch, ...tokens] = await batch(this.client, [{ command: 'get', args: [layout.epochKey] }, ...tags.map((tag) => tagCall(tag, ''))])
-    const intact = text(epoch) === stamp.epoch && tags.every((tag, i) => text(tokens[i]) === captured.get(tag))
+    const intact = text(epoch) === stamp.epoch && seen.every((token, i) => text(tokens[i]) === token)
     if (intact) return true
     await deleteVersion.run(this.client, [entryKey], [version])
     return false
