@@ -170,3 +170,26 @@ t.test('a route whose lookups keep missing skips the plain GET and reads once; o
   await sleep(100)
   t.same(seen, ['get'], 'a hit after thirty: one plain GET')
 })
+
+t.test('concurrent hits of one key share one plain GET; a write in this process ends the sharing', async (t) => {
+  const { app, client, prefix, seen } = await watchedApp(t, 'shared-peek', { compression: false })
+  let version = 0
+  app.get('/hot', { config: { cache: { key: 'hot' } } }, async () => ({ version: ++version }))
+  await app.inject('/hot')
+  await until('/hot stored', async () => (await client.exists(`${prefix}:e:{hot}`)) === 1)
+  for (let i = 0; i < 5; i++) await app.inject('/hot')
+  await sleep(200)
+
+  seen.length = 0
+  const hits = await Promise.all(Array.from({ length: 20 }, async () => await app.inject('/hot')))
+  await sleep(100)
+  t.ok(hits.every((hit) => hit.headers['x-cache'] === 'HIT' && hit.json<{ version: number }>().version === 1), 'twenty hits, one body')
+  t.same(seen, ['get'], 'twenty concurrent hits, one GET')
+
+  // Invalidated by this process while hits are in flight: a request after that never gets the entry it removed (the
+  // requests in flight may have computed and stored the next one meanwhile).
+  const during = Array.from({ length: 5 }, async () => await app.inject('/hot'))
+  await app.cacheService.invalidate('hot')
+  t.equal((await app.inject('/hot')).json<{ version: number }>().version, 2, 'after the invalidation, the next computation')
+  await Promise.all(during)
+})

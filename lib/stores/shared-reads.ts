@@ -1,0 +1,34 @@
+/**
+ * Plain reads under way, by key: a read of a key that is already being read joins it instead of making another
+ * round trip. Under load a hot key is asked for by many requests at once, and each would otherwise wait for its own
+ * reply carrying the same bytes.
+ *
+ * A joiner gets what the store held when the first read ran, a moment before the joiner arrived. That is never older
+ * than a change this process made: each change that can alter what the read finds moves the generation when it
+ * completes, and a read started before is not joined after. A change made by another instance in that moment (less
+ * than one round trip) may be missed by a joiner, as it would be by a request that arrived a moment earlier.
+ */
+export class SharedReads<T> {
+  private generation = 0
+  private readonly pending = new Map<string, { generation: number, read: Promise<T> }>()
+
+  /** The read of `key` under way since the last change, or a new one. */
+  share (key: string, read: () => Promise<T>): Promise<T> {
+    const under = this.pending.get(key)
+    if (under !== undefined && under.generation === this.generation) return under.read
+    const started = { generation: this.generation, read: read() }
+    this.pending.set(key, started)
+    const forget = (): void => { if (this.pending.get(key) === started) this.pending.delete(key) }
+    started.read.then(forget, forget)
+    return started.read
+  }
+
+  /** Runs a change: whatever its outcome, reads started before it ends are not joined after. */
+  async change<R> (run: () => Promise<R>): Promise<R> {
+    try {
+      return await run()
+    } finally {
+      this.generation++
+    }
+  }
+}
