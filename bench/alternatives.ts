@@ -6,7 +6,7 @@
 import type { Server } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
-import { PAYLOAD, QUERY_MS } from './payload'
+import { PAYLOAD, QUERY_MS, benchId } from './payload'
 
 const TTL_SECONDS = 3600
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -34,8 +34,8 @@ export type Release = () => Promise<void>
 export async function handwritten (app: FastifyInstance): Promise<Release> {
   const redis = client()
   const { query, calls } = origin()
-  const name = key('handwritten')
-  app.get('/data', async () => {
+  app.get('/data', async (request) => {
+    const name = key(`handwritten:${benchId(request.query)}`)
     const stored = await redis.get(name)
     if (stored !== null) return JSON.parse(stored) as unknown
     const value = await query()
@@ -57,7 +57,7 @@ export async function bentocache (app: FastifyInstance, layers: 'l1+l2' | 'l2'):
     : bentostore().useL2Layer(redisDriver({ connection: redis }))
   const bento = new BentoCache({ default: 'bench', prefix: key('bento'), stores: { bench: store } })
   const { query, calls } = origin()
-  app.get('/data', async () => await bento.getOrSet({ key: 'data', factory: query, ttl: `${TTL_SECONDS}s` }))
+  app.get('/data', async (request) => await bento.getOrSet({ key: `data:${benchId(request.query)}`, factory: query, ttl: `${TTL_SECONDS}s` }))
   app.get('/_bench/calls', async () => ({ calls: calls() }))
   return async () => { await bento.disconnectAll(); redis.disconnect() }
 }
@@ -70,7 +70,7 @@ export async function dedupe (app: FastifyInstance): Promise<Release> {
   const cache = createCache({ ttl: TTL_SECONDS, storage: { type: 'redis', options: { client: redis } } })
     .define('data', async (_name: string) => await query())
   // Its keys are named after the function and its argument only: the argument carries the run's prefix.
-  app.get('/data', async () => await cache.data(key('dedupe')))
+  app.get('/data', async (request) => await cache.data(key(`dedupe:${benchId(request.query)}`)))
   app.get('/_bench/calls', async () => ({ calls: calls() }))
   return async () => { await redis.quit() }
 }

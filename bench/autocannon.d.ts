@@ -8,6 +8,17 @@ declare module 'autocannon' {
     duration?: number
     pipelining?: number
     timeout?: number
+    /** Requests in turn, each connection from the first. */
+    requests?: Array<{ method: string, path: string }>
+    /** Called with each connection's client as it is made. */
+    setupClient?: (client: Client) => void
+  }
+
+  /** One connection's client. */
+  interface Client {
+    on (event: 'headers', listener: (info: { headers: string[] }) => void): void
+    on (event: 'response', listener: (status: number, bytes: number, latency: number) => void): void
+    setRequests (requests: Array<{ method: string, path: string }>): void
   }
 
   interface Histogram {

@@ -4,16 +4,18 @@
  * own server process (bench/server.ts; the alternatives are in bench/alternatives.ts): start, check the payload,
  * warm up, count the origin's calls, measure, check that the measured load never reached the origin, stop. The order
  * rotates from run to run; the report gives medians of req/s, p50, p99, p99.9 and RSS, each also as a ratio to the
- * ceiling (a) of the same run, writes bench/results/compare.json and draws bench/results/compare.svg.
- * Env: BENCH_CONNECTIONS (50), BENCH_DURATION (8 s), BENCH_WARMUP (2 s), REDIS_URL (redis://127.0.0.1:6379).
+ * ceiling (a) of the same run, writes bench/results/compare.json and draws bench/results/compare.svg (compare-N-keys.*
+ * with BENCH_KEYS=N).
+ * Env: BENCH_CONNECTIONS (50), BENCH_DURATION (8 s), BENCH_WARMUP (2 s), REDIS_URL (redis://127.0.0.1:6379),
+ * BENCH_KEYS (1: how many keys the load spreads over; see bench/payload.ts).
  */
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { isDeepStrictEqual, parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
-import { type Measurement, get, killAll, load, startServer } from './harness'
-import { BENCH_PATH, VARIANTS, type Variant, buildPayload } from './payload'
+import { type Measurement, askEveryKey, get, killAll, load, startServer } from './harness'
+import { BENCH_KEYS, BENCH_PATH, VARIANTS, type Variant, benchPath, buildPayload } from './payload'
 import { median } from './statistics'
 
 const COMPARED: readonly Variant[] = [
@@ -60,10 +62,11 @@ async function measure (variant: Variant, bytes: number): Promise<Measurement> {
     // The same document; a library may serialise its keys in another order (async-cache-dedupe sorts them).
     const same = (body: string): boolean => isDeepStrictEqual(JSON.parse(body), JSON.parse(expected))
     if (answer.status !== 200 || !same(answer.body)) throw new Error(`${variant}: not the ${bytes}-byte payload (status ${answer.status})`)
-    await load(server, BENCH_PATH, { connections: settings.connections, duration: settings.warmup })
+    if (BENCH_KEYS > 1) await askEveryKey(server.port)
+    await load(server, benchPath, { connections: settings.connections, duration: settings.warmup })
     if (!same((await get(server.port, BENCH_PATH)).body)) throw new Error(`${variant}: a hit is not the payload`)
     const before = await originCalls(server.port, variant)
-    const measured = await load(server, BENCH_PATH, settings)
+    const measured = await load(server, benchPath, settings)
     const after = await originCalls(server.port, variant)
     if (variant !== 'uncached' && after !== before) throw new Error(`${variant}: ${after - before} measured requests reached the origin`)
     return measured
@@ -123,7 +126,7 @@ function chart (tables: Array<[number, Table]>): string {
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${labelWidth + plotWidth + 80}" height="${height}" font-family="sans-serif" font-size="12">`,
     '<rect width="100%" height="100%" fill="#ffffff"/>',
-    `<text x="10" y="20" font-size="14" font-weight="bold">req/s as a ratio to the ceiling (a), medians of ${runs} runs</text>`
+    `<text x="10" y="20" font-size="14" font-weight="bold">req/s as a ratio to the ceiling (a), medians of ${runs} runs, ${BENCH_KEYS === 1 ? 'one key' : `${BENCH_KEYS} keys`}</text>`
   ]
   tables.forEach(([bytes, table], group) => {
     const top = 40 + group * groupHeight
@@ -161,9 +164,12 @@ async function main (): Promise<void> {
     redis.disconnect()
   }
   mkdirSync(RESULTS, { recursive: true })
-  writeFileSync(join(RESULTS, 'compare.json'), JSON.stringify({ settings, runs, tables: tables.map(([bytes, table]) => ({ bytes, rows: Object.fromEntries(table) })) }, null, 2) + '\n')
-  writeFileSync(join(RESULTS, 'compare.svg'), chart(tables) + '\n')
-  console.log(`${settings.connections} connections, ${settings.duration} s per variant after ${settings.warmup} s of warm-up; node ${process.version}\n`)
+  // A load over many keys is a result of its own: it does not replace the one-key chart.
+  const name = BENCH_KEYS === 1 ? 'compare' : `compare-${BENCH_KEYS}-keys`
+  writeFileSync(join(RESULTS, `${name}.json`), JSON.stringify({ settings, keys: BENCH_KEYS, runs, tables: tables.map(([bytes, table]) => ({ bytes, rows: Object.fromEntries(table) })) }, null, 2) + '\n')
+  writeFileSync(join(RESULTS, `${name}.svg`), chart(tables) + '\n')
+  const spread = BENCH_KEYS === 1 ? 'one key' : `${BENCH_KEYS} keys, no two requests in flight on one key`
+  console.log(`${settings.connections} connections, ${settings.duration} s per variant after ${settings.warmup} s of warm-up, ${spread}; node ${process.version}\n`)
   for (const [bytes, table] of tables) console.log(markdown(bytes, table) + '\n')
 }
 

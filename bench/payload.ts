@@ -69,8 +69,29 @@ export const PAYLOAD = buildPayload(BODY_BYTES)
 export const PAYLOAD_JSON = JSON.stringify(PAYLOAD)
 export const PAYLOAD_BYTES = Buffer.byteLength(PAYLOAD_JSON)
 
-/** Every variant serves this URL; the cached ones key it by route and query, so it is one entry for the whole run. */
-export const BENCH_PATH = '/data?id=1'
+/**
+ * How many keys the load spreads over: BENCH_KEYS, 1 by default. With one, every request asks for the same entry, and
+ * concurrent hits can share a read; with at least as many keys as connections, no two requests in flight ask for the
+ * same one (see benchPath), which measures one read per request.
+ */
+export const BENCH_KEYS = Number(process.env['BENCH_KEYS'] ?? 1)
+
+/**
+ * The URL of the load's n-th request: the keys in turn, so that requests in flight have distinct keys. Every variant
+ * serves it; the cached ones key it by route and query, the others by the `id` in the query.
+ */
+export function benchPath (n: number): string {
+  return `/data?id=${1 + n % BENCH_KEYS}`
+}
+
+/** The URL of the first key, which the checks ask for. */
+export const BENCH_PATH = benchPath(0)
+
+/** The `id` of a request, 1 when it has none. */
+export function benchId (query: unknown): number {
+  const id = Number((query as { id?: string } | undefined)?.id ?? 1)
+  return Number.isInteger(id) && id >= 1 ? id : 1
+}
 
 /** Milliseconds the simulated query of variants (b), (c) and (d) takes. */
 export const QUERY_MS = 20

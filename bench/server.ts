@@ -8,7 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import cache, { type CachePluginOptions } from '../lib/index'
 import * as alternatives from './alternatives'
-import { PAYLOAD, PAYLOAD_JSON, QUERY_MS, VARIANTS, type Variant, isVariant } from './payload'
+import { BENCH_KEYS, PAYLOAD, PAYLOAD_JSON, QUERY_MS, VARIANTS, type Variant, benchId, isVariant } from './payload'
 
 const TTL_SECONDS = 3600
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -106,11 +106,11 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
     }
     case 'ioredis': {
       const client = new Redis(redisUrl(), { enableOfflineQueue: true, maxRetriesPerRequest: 1 })
-      const key = prefix() + ':raw'
-      await client.set(key, PAYLOAD_JSON, 'EX', TTL_SECONDS)
-      app.get('/data', async (_request, reply) => {
-        const body = await client.get(key)
-        if (body === null) throw new Error(`${key} is missing from Redis`)
+      const key = (id: number): string => `${prefix()}:raw:${id}`
+      await Promise.all(Array.from({ length: BENCH_KEYS }, (_, i) => client.set(key(i + 1), PAYLOAD_JSON, 'EX', TTL_SECONDS)))
+      app.get('/data', async (request, reply) => {
+        const body = await client.get(key(benchId(request.query)))
+        if (body === null) throw new Error(`${key(benchId(request.query))} is missing from Redis`)
         reply.type('application/json')
         return body
       })
