@@ -23,12 +23,8 @@ export class SharedReads<T> {
     return started.read
   }
 
-  /** Runs a change: whatever its outcome, reads started before it ends are not joined after. */
-  async change<R> (run: () => Promise<R>): Promise<R> {
-    try {
-      return await run()
-    } finally {
-      this.generation++
-    }
+  /** To be called when a change has completed, whatever its outcome: reads started before are not joined after. */
+  changed (): void {
+    this.generation++
   }
 }
