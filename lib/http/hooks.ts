@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream'
 import type {
   FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteHandlerMethod, RouteOptions
 } from 'fastify'
@@ -7,78 +6,27 @@ import { KeyRing } from '../encryption'
 import { FST_CACHE_CORRUPT_ENTRY } from '../errors'
 import type { GuardedStore } from '../guarded-store'
 import type { CacheStats } from '../stats'
-import { PEEK_REMOTELY, type LeaseRequest, type StoreRead, type WriteStamp } from '../stores/store'
+import { PEEK_REMOTELY, type LeaseRequest, type StoreRead } from '../stores/store'
 import { etagFor, ifNoneMatchMatches } from './conditional'
 import { type Compression, compressedEntry, worthCompressing } from './encoding'
-import { readUpTo } from './read-up-to'
 import { retentionMs, shouldRefreshEarly } from './retention'
-import { refreshedEntry } from './revalidation'
 import { RecentEntries } from './recent-entries'
-import { type FlightLead, Flights } from './flights'
+import { Flights } from './flights'
 import type { Leases } from './leases'
-import { type ForwardReason, appendStatus, forwardStatus, unavailableStatus } from './cache-status'
+import { forwardStatus, unavailableStatus } from './cache-status'
 import { type Headers, unstorableReason, varyMatches, varyNames, varyValues } from './policy'
+import { type RequestCacheState, kCacheState } from './request-state'
 import {
-  type CacheOutcome, cacheControlFor, clientNotModified, mergeVary, replaceWithEntry, serveEntry, storedHeaders
+  STORED_HEADER, type OnSendDone, cacheControlFor, mergeVary, payloadBytes, replaceWithEntry, sendNotModified, sendWhenWritten,
+  serveEntry, storedHeaders
 } from './respond'
 import { type CompiledRoute, mayBypass, undeclaredQuery, unstorableRequest, wantsBypass } from './route'
-import {
-  type CacheValidators, type Directives, type RequestDirectives, designates, mayServeOnError, requestDirectives, responseDirectives,
-  reuseOf, sharedFreshness, sharedUnstorableReason, validatorsOf, withheldFields
-} from './shared-policy'
+import { SharedCapture } from './shared-capture'
+import { mayServeOnError, requestDirectives, reuseOf, validatorsOf } from './shared-policy'
 import { WARM_HEADER, isWarmRequest, warmToken } from '../warm'
 
-export const kCacheState = Symbol('fastify-response-cache.state')
-
-export interface RequestCacheState {
-  route: CompiledRoute
-  id: string
-  tags: string[] | undefined
-  outcome: CacheOutcome
-  /** What the lookup saw, so that the write is refused if an invalidation happens while the handler runs. */
-  stamp?: WriteStamp
-  /** The response to store once it has been sent. */
-  capture?: HttpEntry
-  /** A warming request: the entry is written before the response goes out, and the response says if it was. */
-  warm?: boolean
-  /** A stale entry to answer with if the handler fails (stale-if-error). */
-  fallback?: HttpEntry
-  /** Set when this request leads the computation of its key: shares its response with the requests waiting for it. */
-  flight?: FlightLead
-  /** The token of the lease this request holds to compute its key across instances. */
-  lease?: string
-  /** When the lookup found no entry, to measure how long the handler took. */
-  missedAt?: number
-  /** Why this request's response must not be stored whatever it turns out to be. */
-  noStore?: 'query' | 'unkeyed-header' | 'request-body' | 'request-no-store'
-  // Shared mode only.
-  /** The client's request directives that the route honours. */
-  directives?: RequestDirectives
-  /** Why the request goes to the origin, for Cache-Status. */
-  forward?: ForwardReason
-  /** When the request was handed to the handler (the request time of RFC 9111 4.2.3). */
-  forwardedAt?: number
-  /** The stored response being validated with the origin by this request's conditional request. */
-  validating?: HttpEntry
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    [kCacheState]: RequestCacheState | null
-    /**
-     * Shared mode: the validators of the stale entry the cache wants the origin to confirm (RFC 9111 4.3.1), to send
-     * upstream as request headers; undefined when there is nothing to validate. A 304 from the origin then refreshes
-     * the entry, which is served.
-     */
-    cacheValidators: CacheValidators | undefined
-  }
-}
-
-const EMPTY = Buffer.alloc(0)
 /** The fallback of a failed peek, told apart from a peek that needs the full read. */
 const PEEK_FAILED = Buffer.alloc(0)
-/** Sent on warming responses only: whether the entry was written. */
-export const STORED_HEADER = 'x-cache-stored'
 /** The fallback of a failed read: no value and no stamp, so nothing is stored for that request. */
 const NOTHING_READ: StoreRead = { value: null, stale: false, stamp: { tombstone: '', epoch: '', version: '', tags: [] } }
 
@@ -99,6 +47,7 @@ export class ResponseCache {
   private readonly keepsValues: boolean
   /** The store never leaves the process. */
   private readonly local: boolean
+  private readonly sharedCapture: SharedCapture
 
   constructor (
     private readonly guarded: GuardedStore,
@@ -115,6 +64,12 @@ export class ResponseCache {
   ) {
     this.keepsValues = guarded.store.keepsValues === true
     this.local = guarded.store.local
+    this.sharedCapture = new SharedCapture({
+      stats,
+      compresses: (route, entry) => this.compresses(route, entry),
+      write: async (state, entry) => await this.write(state, entry),
+      suspectPoisoning: (request, route) => this.suspectPoisoning(request, route)
+    })
   }
 
   /** Adds the hooks to one opted-in route. Arrays are copied, never mutated: Fastify shares them with the HEAD route. */
@@ -448,7 +403,7 @@ export class ResponseCache {
     }
   }
 
-  private readonly onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void => {
+  private readonly onSend = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone): void => {
     const state = request[kCacheState]
     if (state === null || state.outcome === 'HIT' || state.outcome === 'STALE') return done(null, payload)
     const route = state.route
@@ -462,10 +417,10 @@ export class ResponseCache {
       if (route.shared !== undefined) reply.header('cache-status', forwardStatus(state.forward ?? 'stale', failed, false, 'stale-if-error'))
       return done(null, body)
     }
-    if (route.shared !== undefined) return this.onSendShared(request, reply, state, payload, done)
+    if (route.shared !== undefined) return this.sharedCapture.onSend(request, reply, state, payload, done)
     reply.header('x-cache', state.outcome)
     if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
-    const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
+    const body = payloadBytes(payload)
     const headers = reply.getHeaders() as Headers
     const reason = state.noStore ?? unstorableReason({ method: request.method, status: reply.statusCode, headers, bodyBytes: body?.length }, route.storage)
     if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
@@ -490,140 +445,13 @@ export class ResponseCache {
       const cacheControl = cacheControlFor(request, route)
       if (cacheControl !== undefined) reply.header('cache-control', cacheControl)
     }
-    if (ifNoneMatchMatches(request.headers['if-none-match'], etag)) {
-      reply.removeHeader('content-type')
-      reply.code(304)
-      return done(null, EMPTY)
-    }
+    if (ifNoneMatchMatches(request.headers['if-none-match'], etag)) return sendNotModified(reply, done)
     if (state.warm === true) {
       // Warming waits for the write, so that it can report entries that were not stored.
       state.capture = undefined
-      this.write(state, capture).then((written) => {
-        reply.header(STORED_HEADER, written ? '1' : '0')
-        done(null, payload)
-      }, () => done(null, payload))
-      return
+      return sendWhenWritten(this.write(state, capture), reply, payload, done)
     }
     done(null, payload)
-  }
-
-  /**
-   * Shared mode: a 304 that answers the cache's own conditional request refreshes the stored response, which is
-   * served (RFC 9111 4.3.3, 4.3.4); any other response is stored when RFC 9111 3 allows it, with the freshness its
-   * headers give it. The origin's headers go out as they came, with Cache-Status added.
-   */
-  private onSendShared (
-    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, payload: unknown, done: (error: Error | null, payload?: unknown) => void
-  ): void {
-    const route = state.route
-    const shared = route.shared!
-    const now = Date.now()
-    const requestTime = state.forwardedAt ?? now
-    const forward = state.forward ?? 'uri-miss'
-    const status = reply.statusCode
-    const validating = state.validating
-    let headers = reply.getHeaders() as Headers
-    if (validating !== undefined && status === 304 && designates(headers.etag, validating.originEtag === true ? validating.etag : undefined)) {
-      const { entry, storable } = refreshedEntry(request, validating, headers, requestTime, now, route)
-      if (storable) state.capture = entry
-      state.flight?.settle(storable ? entry : undefined)
-      state.outcome = 'REVALIDATED'
-      // The 304's own (empty) body stream, if any, is drained so that its connection is released.
-      if (payload instanceof Readable) payload.resume()
-      const body = replaceWithEntry(request, reply, entry, route, 'REVALIDATED')
-      reply.header('cache-status', forwardStatus(forward, 304, storable))
-      if (clientNotModified(request, entry.etag, entry.headers['last-modified'], route)) {
-        reply.removeHeader('content-type')
-        reply.code(304)
-        return done(null, EMPTY)
-      }
-      return this.finishShared(state, reply, body, done)
-    }
-    reply.header('x-cache', state.outcome)
-    if (route.vary.length > 0) reply.header('vary', mergeVary(reply.getHeader('vary'), route.vary))
-    headers = reply.getHeaders() as Headers
-    const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
-    const { directives, targeted } = responseDirectives(headers, shared.targeted)
-    const facts = { status, headers, directives, targeted }
-    const reason = state.noStore ?? (request.method !== 'GET'
-      ? 'method'
-      : body !== undefined && body.length > route.storage.maxEntryBytes
-        ? 'too-large'
-        : headers['set-cookie'] !== undefined ? 'set-cookie' : sharedUnstorableReason({ ...facts, requestHeaders: request.headers }))
-    if (reason === undefined && body === undefined && payload instanceof Readable) {
-      // A proxy's body is often a stream: a storable one is read whole (up to maxEntryBytes) so that it can be stored.
-      readUpTo(payload, route.storage.maxEntryBytes).then((read) => {
-        if (Buffer.isBuffer(read)) return this.captureShared(request, reply, state, read, facts, now, done)
-        this.notCaptured(request, reply, state, 'too-large', done, read)
-      }, (error: Error) => {
-        state.flight?.settle(undefined)
-        done(error)
-      })
-      return
-    }
-    if (reason !== undefined || body === undefined) return this.notCaptured(request, reply, state, reason ?? 'stream', done, payload)
-    this.captureShared(request, reply, state, body, facts, now, done)
-  }
-
-  /** Sends a shared-mode response that is not stored, saying why in Cache-Status. */
-  private notCaptured (
-    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, reason: string,
-    done: (error: Error | null, payload?: unknown) => void, payload: unknown
-  ): void {
-    const route = state.route
-    state.flight?.settle(undefined)
-    if (reason === 'unkeyed-header') this.suspectPoisoning(request, route)
-    if (reason !== 'method') this.stats.skip(reason, route.counters)
-    reply.header('cache-status', appendStatus(reply.getHeader('cache-status'), forwardStatus(state.forward ?? 'uri-miss', reply.statusCode, false, reason)))
-    if (state.warm === true) reply.header(STORED_HEADER, '0')
-    done(null, payload)
-  }
-
-  /** Captures a storable shared-mode response, with the freshness its headers give it, and sends it. */
-  private captureShared (
-    request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, body: Buffer,
-    facts: { status: number, headers: Headers, directives: Directives, targeted: boolean }, now: number,
-    done: (error: Error | null, payload?: unknown) => void
-  ): void {
-    const route = state.route
-    const { status, headers, directives } = facts
-    const originEtag = headers.etag !== undefined
-    const etag = originEtag ? String(headers.etag) : etagFor(body)
-    const freshness = sharedFreshness(facts, state.forwardedAt ?? now, now)
-    const capture: HttpEntry = {
-      status, headers: storedHeaders(headers, { withheld: withheldFields(directives) }), body, etag, ...freshness
-    }
-    if (originEtag) capture.originEtag = true
-    const varied = varyNames(headers.vary)
-    if (varied.length > 0) capture.vary = varyValues(varied, request.headers)
-    state.capture = capture
-    state.flight?.settle(capture)
-    // As in app mode: its hits will be sent brotli-encoded or not, by the request's Accept-Encoding.
-    if (this.compresses(route, capture)) reply.header('vary', mergeVary(reply.getHeader('vary'), ['accept-encoding']))
-    // A made-up validator still answers the client's If-None-Match; it is never sent upstream.
-    if (!originEtag) reply.header('etag', etag)
-    reply.header('cache-status', appendStatus(headers['cache-status'], forwardStatus(state.forward ?? 'uri-miss', status, true)))
-    if (clientNotModified(request, etag, headers['last-modified'], route)) {
-      reply.removeHeader('content-type')
-      reply.code(304)
-      return done(null, EMPTY)
-    }
-    this.finishShared(state, reply, body, done)
-  }
-
-  /** Sends the payload; a warming request first waits for the write, so that it can say whether it was stored. */
-  private finishShared (state: RequestCacheState, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
-    const capture = state.capture
-    if (state.warm !== true) return done(null, payload)
-    state.capture = undefined
-    if (capture === undefined) {
-      reply.header(STORED_HEADER, '0')
-      return done(null, payload)
-    }
-    this.write(state, capture).then((written) => {
-      reply.header(STORED_HEADER, written ? '1' : '0')
-      done(null, payload)
-    }, () => done(null, payload))
   }
 
   /** A header that changes responses but is not in the key: the specification's monitoring of poisoning attempts. */

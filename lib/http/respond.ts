@@ -13,6 +13,34 @@ import { notModifiedSince } from './shared-policy'
  */
 export type CacheOutcome = 'HIT' | 'STALE' | 'MISS' | 'BYPASS' | 'REVALIDATED'
 
+/** Sent on warming responses only: whether the entry was written. */
+export const STORED_HEADER = 'x-cache-stored'
+
+const EMPTY = Buffer.alloc(0)
+
+/** How an onSend hook hands Fastify the payload to send. */
+export type OnSendDone = (error: Error | null, payload?: unknown) => void
+
+/** A payload as the bytes to store, or undefined for one that is not in memory (a stream). */
+export function payloadBytes (payload: unknown): Buffer | undefined {
+  return typeof payload === 'string' ? Buffer.from(payload) : Buffer.isBuffer(payload) ? payload : payload == null ? EMPTY : undefined
+}
+
+/** From onSend: a 304 without a body, in place of the response. */
+export function sendNotModified (reply: FastifyReply, done: OnSendDone): void {
+  reply.removeHeader('content-type')
+  reply.code(304)
+  done(null, EMPTY)
+}
+
+/** From onSend, for a warming request: sends the payload once the entry's write settled, saying if it was stored. */
+export function sendWhenWritten (written: Promise<boolean>, reply: FastifyReply, payload: unknown, done: OnSendDone): void {
+  written.then((stored) => {
+    reply.header(STORED_HEADER, stored ? '1' : '0')
+    done(null, payload)
+  }, () => done(null, payload))
+}
+
 /** The Cache-Control the plugin sends when the handler set none (compiled per route). */
 export function cacheControlFor (request: FastifyRequest, route: CompiledRoute): string | undefined {
   return isCredentialed(request.headers) ? route.cacheControl.credentialed : route.cacheControl.anonymous
