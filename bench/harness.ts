@@ -23,11 +23,16 @@ export interface Server {
   stop (): Promise<void>
 }
 
-/** Starts `node [nodeArgs] --import tsx bench/server.ts <variant>` and resolves once it answers HTTP. */
-export async function startServer (variant: Variant, env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<Server> {
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join('bench', 'server.ts'), variant], {
+/**
+ * Starts `node [nodeArgs] --import tsx bench/server.ts <variant>` and resolves once it answers HTTP; under `wrapper`
+ * (a command and its arguments, such as valgrind's) when given, with longer time to start.
+ */
+export async function startServer (variant: Variant, env: NodeJS.ProcessEnv, nodeArgs: string[] = [], wrapper: string[] = []): Promise<Server> {
+  const [command = process.execPath, ...before] = wrapper.length > 0 ? [...wrapper, process.execPath] : []
+  const child = spawn(command, [...before, ...nodeArgs, '--import', 'tsx', join('bench', 'server.ts'), variant], {
     cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe', 'ipc']
   })
+  const startTimeoutMs = wrapper.length > 0 ? 10 * START_TIMEOUT_MS : START_TIMEOUT_MS
   live.add(child)
   let stderr = ''
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { stderr = (stderr + chunk).slice(-4000) })
@@ -41,11 +46,11 @@ export async function startServer (variant: Variant, env: NodeJS.ProcessEnv, nod
   }
   try {
     const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no port within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS)
+      const timer = setTimeout(() => reject(new Error(`no port within ${startTimeoutMs} ms`)), startTimeoutMs)
       child.once('message', (message: { port: number }) => { clearTimeout(timer); resolve(message.port) })
       child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited with code ${String(code)}`)) })
     })
-    await waitUntilAnswers(port)
+    await waitUntilAnswers(port, startTimeoutMs)
     return { variant, port, pid: child.pid ?? 0, stop }
   } catch (error) {
     await stop()
@@ -69,8 +74,8 @@ export async function get (port: number, path: string): Promise<Answer> {
   return { status: response.status, headers: response.headers, body: await response.text() }
 }
 
-async function waitUntilAnswers (port: number): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS
+async function waitUntilAnswers (port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
   for (;;) {
     try {
       await get(port, '/')
