@@ -1,5 +1,5 @@
 /**
- * `npm run bench:instructions [-- --variants optout,memory,redis] [-- --requests 5000] [-- --runs 3]`
+ * `npm run bench:instructions [-- --variants optout,memory,redis] [-- --requests 5000] [-- --warmup 20000] [-- --runs 3]`
  *
  * User-space instructions per request of each variant, counted by valgrind's callgrind. On a shared VM req/s moves
  * by 10 % from run to run; an instruction count hardly moves, so it shows what a change costs or saves in the
@@ -22,15 +22,16 @@ import { killAll, startServer } from './harness'
 import { PAYLOAD, VARIANTS, type Variant, benchPath, isVariant } from './payload'
 import { median } from './statistics'
 
-const WARMUP_REQUESTS = 5000
 const { values: args } = parseArgs({
   options: {
     variants: { type: 'string', default: 'optout,memory,tiered,redis,ioredis' },
     requests: { type: 'string', default: '5000' },
+    warmup: { type: 'string', default: '20000' },
     runs: { type: 'string', default: '3' }
   }
 })
 const requests = Number(args.requests)
+const warmup = Number(args.warmup)
 const runs = Number(args.runs)
 const variants: Variant[] = ['ceiling', ...args.variants.split(',').filter((name) => name !== 'ceiling').map((name) => {
   if (!isVariant(name)) throw new Error(`unknown variant "${name}"`)
@@ -67,14 +68,14 @@ async function count (variant: Variant, directory: string): Promise<number> {
   const server = await startServer(variant, { REDIS_URL: redisUrl, BENCH_PREFIX: prefix }, [],
     ['valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`])
   try {
-    await askMany(server.port, WARMUP_REQUESTS, 0)
+    await askMany(server.port, warmup, 0)
     const answer = await ask(server.port, benchPath(0))
     // The same document; a library may serialise its keys in another order (async-cache-dedupe sorts them).
     if (!isDeepStrictEqual(JSON.parse(answer.body), PAYLOAD)) throw new Error(`${variant}: not the payload`)
     const cached = ['redis', 'memory', 'tiered', 'cluster', 'compressed'].includes(variant)
     if (cached !== (answer.cache === 'HIT')) throw new Error(`${variant}: x-cache is ${String(answer.cache)}`)
     execFileSync('callgrind_control', ['--instr=on', String(server.pid)], { stdio: 'ignore' })
-    await askMany(server.port, requests, WARMUP_REQUESTS)
+    await askMany(server.port, requests, warmup)
     execFileSync('callgrind_control', ['--dump', String(server.pid)], { stdio: 'ignore' })
   } finally {
     await server.stop()
@@ -108,7 +109,7 @@ async function main (): Promise<void> {
     redis.disconnect()
   }
   const ceiling = median(perRun.get('ceiling') ?? [])
-  console.log(`${requests} requests one at a time after ${WARMUP_REQUESTS} of warm-up; medians of ${runs} runs; node ${process.version}\n`)
+  console.log(`${requests} requests one at a time after ${warmup} of warm-up; medians of ${runs} runs; node ${process.version}\n`)
   console.log('| | variant | instructions per request | × (a) | runs |')
   console.log('| --- | --- | ---: | ---: | --- |')
   for (const variant of variants) {
