@@ -72,7 +72,7 @@ async function count (variant: Variant, directory: string): Promise<number> {
     const answer = await ask(server.port, benchPath(0))
     // The same document; a library may serialise its keys in another order (async-cache-dedupe sorts them).
     if (!isDeepStrictEqual(JSON.parse(answer.body), PAYLOAD)) throw new Error(`${variant}: not the payload`)
-    const cached = ['redis', 'memory', 'tiered', 'cluster', 'compressed'].includes(variant)
+    const cached = ['redis', 'memory', 'tiered', 'cluster', 'compressed', 'headers'].includes(variant)
     if (cached !== (answer.cache === 'HIT')) throw new Error(`${variant}: x-cache is ${String(answer.cache)}`)
     execFileSync('callgrind_control', ['--instr=on', String(server.pid)], { stdio: 'ignore' })
     await askMany(server.port, requests, warmup)

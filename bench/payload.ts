@@ -4,6 +4,7 @@
 export const VARIANTS = {
   ceiling: { letter: 'a', what: 'plain route, fixed pre-serialised 1 KB JSON string, no plugin' },
   serialize: { letter: "a'", what: 'plain route returning the 1 KB object (serialised per request)' },
+  headers: { letter: 'a2', what: 'route (a) sending the headers a hit sends (ETag, Cache-Control, Age, X-Cache), no plugin' },
   uncached: { letter: 'b', what: 'uncached route, 20 ms simulated query, returns the object' },
   redis: { letter: 'c', what: 'route (b) cached by the plugin, Redis store, every request a hit' },
   memory: { letter: 'd', what: 'route (b) cached by the plugin, memory store, every request a hit' },

@@ -61,6 +61,14 @@ async function build (app: FastifyInstance, variant: Variant): Promise<() => Pro
     case 'ceiling':
       fixedRoute(app, '/data')
       break
+    case 'headers':
+      // What a hit costs Node, the kernel and the client for its headers alone: the same ones, with no cache behind.
+      app.get('/data', (_request, reply) => {
+        reply.type('application/json; charset=utf-8')
+          .header('etag', '"d9lW_9exIUjjuTfp"').header('cache-control', 'public, max-age=3600').header('age', '0').header('x-cache', 'HIT')
+          .send(PAYLOAD_JSON)
+      })
+      break
     case 'serialize':
       app.get('/data', async () => PAYLOAD)
       break
