@@ -2,7 +2,6 @@ import type { ThrottledLog } from './throttled-log'
 import type { CircuitBreaker } from './circuit-breaker'
 import { FST_CACHE_STORE_ERROR, FST_CACHE_STORE_TIMEOUT } from './errors'
 import type { CacheStats, CacheCounters } from './stats'
-import { SharedReads } from './shared-reads'
 import type { CacheStore } from './stores/store'
 
 /**
@@ -11,12 +10,6 @@ import type { CacheStore } from './stores/store'
  * store's own (see DeadlineStore), so that an in-process tier in front of Redis pays for neither.
  */
 export class GuardedStore {
-  /**
-   * Peeks under way, by id: the concurrent peeks of a hot key share one store call (and its deadline). Every write
-   * made through here ends the sharing when it completes.
-   */
-  private readonly peeks = new SharedReads<Buffer | undefined>()
-
   constructor (
     readonly store: CacheStore,
     readonly log: ThrottledLog,
@@ -34,12 +27,6 @@ export class GuardedStore {
     }
   }
 
-  /** The store's peek of an entry, or `fallback` when it fails; concurrent peeks of one id share a call. */
-  async peek<F> (id: string, fallback: F, route?: CacheCounters): Promise<Buffer | undefined | F> {
-    return await this.read<Buffer | undefined | F>('peek', (store) => this.peeks.share(id, () => store.peek(id)), fallback, route)
-  }
-
-  /** Every change to the store goes through here (writes, deletions, invalidations, leases). */
   async write<T> (operation: string, call: (store: CacheStore) => Promise<T>, route?: CacheCounters): Promise<T> {
     try {
       return await call(this.store)
@@ -48,8 +35,6 @@ export class GuardedStore {
       if (error instanceof FST_CACHE_STORE_TIMEOUT) throw error
       // An open circuit is one more way for the store to fail: callers catch one code, FST_CACHE_STORE_ERROR.
       throw new FST_CACHE_STORE_ERROR(operation, error instanceof Error ? error.message : String(error))
-    } finally {
-      this.peeks.changed()
     }
   }
 

@@ -60,6 +60,24 @@ t.test('a hung Redis: after a few timeouts the circuit opens and requests stop w
   t.equal((await app.cacheService.stats()).store.circuit, 'closed', 'a successful probe closed the circuit')
 })
 
+t.test('a hot key on a hung Redis: requests that share a read each count as a failure, and the circuit opens', async (t) => {
+  const redis = await RedisProcess.start()
+  t.teardown(() => redis.stop())
+  const app = Fastify()
+  await app.register(cache, { redis: redis.url, prefix: uniquePrefix('breaker-hot'), storeTimeoutMs: 200, circuitBreaker: { failures: 5, cooldownMs: 5000 } })
+  app.get('/hot', { config: { cache: true } }, async () => 'computed')
+  t.teardown(() => app.close())
+  for (let i = 0; i < 3; i++) await app.inject('/hot')
+  await untilStored(app)
+  await redis.freeze()
+  t.teardown(() => redis.unfreeze())
+  const started = Date.now()
+  const answers = await Promise.all(Array.from({ length: 10 }, async () => await app.inject('/hot')))
+  t.ok(answers.every((answer) => answer.statusCode === 200 && answer.body === 'computed'), 'all served while Redis hangs')
+  t.ok(Date.now() - started < 1000, `within about one deadline (${Date.now() - started} ms)`)
+  t.equal((await app.cacheService.stats()).store.circuit, 'open', 'ten timed-out requests, one shared read: five failures or more')
+})
+
 t.test('each call on a hung Redis fails at its own deadline, counted from when it started', async (t) => {
   const redis = await RedisProcess.start()
   t.teardown(() => redis.stop())

@@ -1,10 +1,5 @@
-import Fastify from 'fastify'
 import t from 'tap'
-import { GuardedStore } from '../lib/guarded-store'
-import { SharedReads } from '../lib/shared-reads'
-import { CacheStats } from '../lib/stats'
-import { MemoryStore } from '../lib/stores/memory'
-import { ThrottledLog } from '../lib/throttled-log'
+import { SharedReads } from '../lib/stores/shared-reads'
 
 /** A read that resolves when told to, and counts how often it started. */
 function controlledReads (): { start: () => Promise<string>, started: () => number, finish: (value: string) => void, fail: (error: Error) => void } {
@@ -31,16 +26,19 @@ t.test('reads of one key under way are joined; other keys and later reads start 
   t.equal(await later, 'next')
 })
 
-t.test('a read started before a change completed is not joined after it', async (t) => {
+t.test('a read started before a change ended is not joined after it, whether the change succeeded or failed', async (t) => {
   const reads = new SharedReads<string>()
   const source = controlledReads()
   const before = reads.share('a', source.start)
-  reads.changed()
+  await reads.change(async () => 'written')
   const after = reads.share('a', source.start)
   t.equal(source.started(), 2, 'the read after the change is its own')
-  t.equal(reads.share('a', source.start), after, 'later reads join the newest one')
+  await t.rejects(reads.change(async () => { throw new Error('refused') }), { message: 'refused' })
+  const afterFailure = reads.share('a', source.start)
+  t.equal(source.started(), 3)
+  t.equal(reads.share('a', source.start), afterFailure, 'later reads join the newest one')
   source.finish('value')
-  t.same(await Promise.all([before, after]), ['value', 'value'])
+  t.same(await Promise.all([before, after, afterFailure]), ['value', 'value', 'value'])
 })
 
 t.test('a failed read fails its joiners, and the next read starts anew', async (t) => {
@@ -55,29 +53,4 @@ t.test('a failed read fails its joiners, and the next read starts anew', async (
   t.equal(source.started(), 1)
   source.finish('value')
   t.equal(await next, 'value')
-})
-
-/** A memory store whose peeks take `delayMs`, as a remote store's do, and are counted. */
-class SlowPeeks extends MemoryStore {
-  peeks = 0
-  override async peek (id: string): Promise<Buffer | undefined> {
-    this.peeks++
-    const value = await super.peek(id)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-    return value
-  }
-}
-
-t.test('the guarded store: concurrent peeks of an id make one store call; one after a write makes its own', async (t) => {
-  const store = new SlowPeeks({ maxEntries: 100, maxBytes: 1 << 20 })
-  const guarded = new GuardedStore(store, new ThrottledLog(Fastify().log), new CacheStats())
-  await store.set('id', Buffer.from('old'), { ttlMs: 60_000 })
-  const before = Array.from({ length: 10 }, async () => await guarded.peek('id', 'failed'))
-  t.equal(store.peeks, 1, 'ten peeks, one call')
-  // Completes while that call is still under way: it may have read the old value, which no later peek may get.
-  await guarded.write('set', (s) => s.set('id', Buffer.from('new'), { ttlMs: 60_000 }))
-  const after = await guarded.peek('id', 'failed')
-  t.equal(store.peeks, 2, 'the peek after the write is its own call')
-  t.equal(String(after), 'new')
-  t.ok((await Promise.all(before)).every((value) => String(value) === 'old'), 'the peeks before it got what the call read')
 })

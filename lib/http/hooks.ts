@@ -178,7 +178,7 @@ export class ResponseCache {
 
   private async peekThenRead (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, warming: boolean): Promise<boolean> {
     const started = Date.now()
-    const quick = await this.guarded.peek(state.id, PEEK_FAILED, state.route.counters)
+    const quick = await this.guarded.read('peek', (store) => store.peek(state.id), PEEK_FAILED, state.route.counters)
     if (quick !== undefined && quick !== PEEK_FAILED && this.servedFresh(request, reply, state, quick)) return true
     // A peek that took over half the deadline found the store slow: the full read could cost a second deadline before
     // the handler runs. The request goes on without it, as after a failed peek (its response is then not stored).

@@ -3,6 +3,7 @@ import { escapeGlob } from '../keys'
 import { performance } from 'node:perf_hooks'
 import { type Call, batch, isCluster } from './redis-batch'
 import { RedisLayout } from './redis-layout'
+import { SharedReads } from './shared-reads'
 import {
   type Arg, type RedisClient, deleteVersion, expireEntry, invalidateTag, readEntry, release, tagEntry, token, writeEntry
 } from './redis-scripts'
@@ -48,6 +49,12 @@ export class RedisStore implements CacheStore {
   readonly kind = 'redis'
   readonly local = false
   private readonly layout: RedisLayout
+  /**
+   * Peeks of one entry under way, joined by the peeks of it that come meanwhile. Writes and deletions end them; tag
+   * invalidations need not, since a peek answers untagged entries only. Sharing happens below the deadline: each
+   * caller keeps its own, and a hung Redis counts one failure per caller for the circuit breaker, as without it.
+   */
+  private readonly peeks = new SharedReads<Buffer | null>()
 
   constructor (private readonly client: RedisClient, prefix: string) {
     this.layout = new RedisLayout(prefix)
@@ -107,7 +114,7 @@ export class RedisStore implements CacheStore {
   async peek (id: string): Promise<Buffer | undefined> {
     let raw: Buffer | null
     try {
-      raw = await this.client.getBuffer(this.layout.entry(id))
+      raw = await this.peeks.share(id, () => this.client.getBuffer(this.layout.entry(id)))
     } catch (error) {
       // Another type at the key: the full read reports it as corrupt, and the miss's write replaces it.
       if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return undefined
@@ -125,6 +132,10 @@ export class RedisStore implements CacheStore {
   }
 
   async set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> {
+    return await this.peeks.change(() => this.write(id, value, options))
+  }
+
+  private async write (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> {
     const layout = this.layout
     const ttlMs = Math.max(1, Math.round(options.ttlMs))
     const keep = ttlMs + 1000
@@ -166,6 +177,10 @@ export class RedisStore implements CacheStore {
   }
 
   async delete (ids: readonly string[]): Promise<number> {
+    return await this.peeks.change(() => this.deleteIds(ids))
+  }
+
+  private async deleteIds (ids: readonly string[]): Promise<number> {
     let count = 0
     for (let i = 0; i < ids.length; i += BATCH) {
       // Per id, the tombstone then the entry: the same slot, so the same connection, in that order.
@@ -217,6 +232,10 @@ export class RedisStore implements CacheStore {
   }
 
   async deletePattern (glob: string): Promise<number> {
+    return await this.peeks.change(() => this.deleteMatching(glob))
+  }
+
+  private async deleteMatching (glob: string): Promise<number> {
     // A new epoch refuses the writes of misses in flight, whose keys SCAN cannot see yet.
     await this.client.set(this.layout.epochKey, newTokenPart(), 'PX', INVALIDATION_WINDOW_MS)
     // Only * and ? are wildcards in a store pattern; [ ] and \ are literal, as in the memory store.

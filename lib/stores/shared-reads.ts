@@ -23,8 +23,12 @@ export class SharedReads<T> {
     return started.read
   }
 
-  /** To be called when a change has completed, whatever its outcome: reads started before are not joined after. */
-  changed (): void {
-    this.generation++
+  /** Runs a change: whatever its outcome, reads started before it ended are not joined after. */
+  async change<R> (run: () => Promise<R>): Promise<R> {
+    try {
+      return await run()
+    } finally {
+      this.generation++
+    }
   }
 }
