@@ -1,5 +1,5 @@
 /**
- * `npm run bench:compare [-- --runs 3]`: the plugin beside the ways people cache a Fastify (or Express) route today,
+ * `npm run bench:compare [-- --runs 3] [-- --variants redis,dedupe]`: the plugin beside the ways people cache a Fastify (or Express) route today,
  * in one run, on the same machine, Redis and load. For bodies of 1 KB and 50 KB of JSON, each variant runs in its
  * own server process (bench/server.ts; the alternatives are in bench/alternatives.ts): start, check the payload,
  * warm up, count the origin's calls, measure, check that the measured load never reached the origin, stop. The order
@@ -18,7 +18,7 @@ import { type Measurement, askEveryKey, get, killAll, load, startServer } from '
 import { BENCH_KEYS, BENCH_PATH, VARIANTS, type Variant, benchPath, buildPayload } from './payload'
 import { median } from './statistics'
 
-const COMPARED: readonly Variant[] = [
+const ALL: readonly Variant[] = [
   'ceiling', 'serialize', 'uncached', 'memory', 'redis', 'tiered', 'ioredis', 'handwritten', 'bentocache', 'bentocache-l2', 'dedupe', 'apicache'
 ]
 /** Variants that serve from the plugin: their counters must show hits only. */
@@ -27,7 +27,11 @@ const SIZES = [1024, 50 * 1024]
 const RESULTS = join(__dirname, 'results')
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
-const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '3' } } })
+const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '3' }, variants: { type: 'string' } } })
+/** All of them, or the ceiling and those named with --variants (a quicker look at a few). */
+const COMPARED: readonly Variant[] = args.variants === undefined
+  ? ALL
+  : ALL.filter((variant) => variant === 'ceiling' || (args.variants ?? '').split(',').includes(variant))
 const runs = Number(args.runs)
 const settings = {
   connections: Number(process.env['BENCH_CONNECTIONS'] ?? 50),
@@ -164,8 +168,8 @@ async function main (): Promise<void> {
     redis.disconnect()
   }
   mkdirSync(RESULTS, { recursive: true })
-  // A load over many keys is a result of its own: it does not replace the one-key chart.
-  const name = BENCH_KEYS === 1 ? 'compare' : `compare-${BENCH_KEYS}-keys`
+  // A load over many keys, or a few variants, is a result of its own: it does not replace the full one-key chart.
+  const name = ['compare', ...BENCH_KEYS === 1 ? [] : [`${BENCH_KEYS}-keys`], ...COMPARED === ALL ? [] : COMPARED.filter((v) => v !== 'ceiling')].join('-')
   writeFileSync(join(RESULTS, `${name}.json`), JSON.stringify({ settings, keys: BENCH_KEYS, runs, tables: tables.map(([bytes, table]) => ({ bytes, rows: Object.fromEntries(table) })) }, null, 2) + '\n')
   writeFileSync(join(RESULTS, `${name}.svg`), chart(tables) + '\n')
   const spread = BENCH_KEYS === 1 ? 'one key' : `${BENCH_KEYS} keys, no two requests in flight on one key`
