@@ -1,4 +1,6 @@
+import Fastify from 'fastify'
 import t from 'tap'
+import cache from '../lib/index'
 import { INVALIDATION_WINDOW_MS } from '../lib/stores/store'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
@@ -6,7 +8,7 @@ import { MemoryStore } from '../lib/stores/memory'
 import { RedisStore } from '../lib/stores/redis'
 import { keyId, tagId } from '../lib/keys'
 import { storeContract } from './store-contract'
-import { createClient, deleteByPrefix, uniquePrefix } from './helpers/redis'
+import { createClient, deleteByPrefix, redisUrl, uniquePrefix } from './helpers/redis'
 
 const LONG_MS = 60_000
 const id = (...parts: string[]): string => keyId(parts)
@@ -316,4 +318,16 @@ t.test('redis store: close() leaves the client it was handed open', async (t) =>
   const { client, store } = await redisFixture(t, 'redis-close')
   await store.close()
   t.equal(await client.ping(), 'PONG')
+})
+
+t.test('a Redis client with keyPrefix is refused at registration, given or made from options', async (t) => {
+  const given = await createClient(t, { keyPrefix: 'kp:' })
+  const url = new URL(await redisUrl())
+  for (const redis of [given, { host: url.hostname, port: Number(url.port), keyPrefix: 'kp:' }]) {
+    const app = Fastify()
+    await t.rejects(async () => { await app.register(cache, { redis, prefix: uniquePrefix('key-prefix') }) },
+      { code: 'FST_CACHE_INVALID_OPTION', message: /keyPrefix/ })
+    await app.close().catch(() => {})
+  }
+  t.equal(await given.ping(), 'PONG', 'the client it was given is left open')
 })

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
+import { FST_CACHE_INVALID_OPTION } from '../errors'
 import type { PluginSettings } from '../http/route'
 import { type CachePluginOptions, DEFAULTS, type RedisClusterOptions, RedisClusterSchema, assertValid } from '../options'
 import { MemoryStore } from './memory'
@@ -82,6 +83,12 @@ export async function openStore (app: FastifyInstance, options: CachePluginOptio
   }
 
   const redis = client
+  // ioredis adds a keyPrefix to the keys it knows of, not to those the plugin's scripts name in their arguments: the
+  // entries would be written under one name and looked for under another. The plugin's `prefix` does that job.
+  if (redis.options.keyPrefix !== undefined && redis.options.keyPrefix !== '') {
+    if (owned) redis.disconnect()
+    throw new FST_CACHE_INVALID_OPTION('a Redis client with keyPrefix is not supported: give the plugin a client without one, and the prefix in the option "prefix"')
+  }
   if (owned) {
     let lastLogged = 0
     const onError = (error: Error): void => {
