@@ -1,5 +1,6 @@
 import type { BusListener, BusMessage, InvalidationBus } from '../bus'
 import { PEEK_REMOTELY, type CacheStore, type CleanupReport, type LeaseRequest, type StoreRead, type StoreSetOptions, type WriteStamp } from './store'
+import { SharedReads } from './shared-reads'
 
 export interface LocalTierOptions {
   /** Most entries held in the process; the least recently used go first. */
@@ -40,18 +41,15 @@ export class TieredStore implements CacheStore, BusListener {
   private readonly held = new Map<string, Held>()
   private readonly byTag = new Map<string, Set<string>>()
   private bytes = 0
-  /**
-   * Changes with every invalidation seen: a remote read that started before one may have seen the old value, and
-   * must not put it here after the invalidation dropped what was held.
-   */
-  private generation = 0
   private hits = 0
   private misses = 0
   /**
    * Remote reads under way to fill the tier, by id and tags: concurrent misses of one id (all the requests for a hot
-   * key when its copy here expires) share one, unless an invalidation was seen since it started.
+   * key when its copy here expires) share one, unless an invalidation was seen since it started. Its generation moves
+   * with every invalidation seen: a remote read that started before one may have seen the old value, and must not put
+   * it here after the invalidation dropped what was held.
    */
-  private readonly filling = new Map<string, { generation: number, read: Promise<StoreRead> }>()
+  private readonly fills = new SharedReads<StoreRead>()
   /** Lease waiters of this instance, woken when another instance writes the id they wait for. */
   private readonly waiters = new Map<string, Set<() => void>>()
 
@@ -77,22 +75,12 @@ export class TieredStore implements CacheStore, BusListener {
     }
     this.misses++
     const fill = tags.length === 0 ? id : id + '\n' + tags.join('\n')
-    const pending = this.filling.get(fill)
-    if (pending !== undefined && pending.generation === this.generation) {
-      const shared = await pending.read
-      // A lease that read took belongs to its own caller.
-      return shared.leaseTaken === true ? { ...shared, leaseTaken: false, leased: true } : shared
-    }
-    const generation = this.generation
-    const read = this.remote.read(id, tags, lease)
-    this.filling.set(fill, { generation, read })
-    let found: StoreRead
-    try {
-      found = await read
-    } finally {
-      if (this.filling.get(fill)?.read === read) this.filling.delete(fill)
-    }
-    if (found.value !== null && !found.stale && found.corrupt !== true && generation === this.generation && bus.connected) {
+    const generation = this.fills.generation
+    let own = false
+    const found = await this.fills.share(fill, async () => { own = true; return await this.remote.read(id, tags, lease) })
+    // A lease that read took belongs to its own caller.
+    if (!own) return found.leaseTaken === true ? { ...found, leaseTaken: false, leased: true } : found
+    if (found.value !== null && !found.stale && found.corrupt !== true && generation === this.fills.generation && bus.connected) {
       // Dropped by its own tags, and by those its stamp holds a token of, or a write from that stamp would be refused.
       const byTags = new Set([...found.entryTags ?? [], ...tags])
       this.hold(id, found.value, found.stamp, [...byTags], found.ttlMs)
@@ -174,7 +162,7 @@ export class TieredStore implements CacheStore, BusListener {
   }
 
   apply (message: BusMessage): void {
-    this.generation++
+    this.fills.changed()
     if (message.kind === 'ids') {
       for (const id of message.ids) {
         this.drop(id)
@@ -205,7 +193,7 @@ export class TieredStore implements CacheStore, BusListener {
   }
 
   reset (): void {
-    this.generation++
+    this.fills.changed()
     this.held.clear()
     this.byTag.clear()
     this.bytes = 0
