@@ -17,6 +17,7 @@ import { Redis } from 'ioredis'
 import { type Measurement, askEveryKey, get, killAll, load, startServer } from './harness'
 import { BENCH_KEYS, BENCH_PATH, VARIANTS, type Variant, benchPath, buildPayload } from './payload'
 import { median } from './statistics'
+import { unlinkMatching } from './unlink'
 
 const ALL: readonly Variant[] = [
   'ceiling', 'serialize', 'uncached', 'memory', 'redis', 'tiered', 'ioredis', 'handwritten', 'bentocache', 'bentocache-l2', 'dedupe', 'apicache'
@@ -158,13 +159,8 @@ async function main (): Promise<void> {
   } finally {
     killAll()
     const redis = new Redis(redisUrl)
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `*${prefix}*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.unlink(...keys)
-    } while (cursor !== '0')
     // Every library's keys hold the run's prefix somewhere (async-cache-dedupe's after the function's name).
+    await unlinkMatching(redis, `*${prefix}*`)
     redis.disconnect()
   }
   mkdirSync(RESULTS, { recursive: true })

@@ -21,6 +21,7 @@ import { Redis } from 'ioredis'
 import { killAll, startServer } from './harness'
 import { PAYLOAD, VARIANTS, type Variant, benchPath, isVariant } from './payload'
 import { median } from './statistics'
+import { unlinkPrefix } from './unlink'
 
 const { values: args } = parseArgs({
   options: {
@@ -104,8 +105,7 @@ async function main (): Promise<void> {
     killAll()
     rmSync(directory, { recursive: true, force: true })
     const redis = new Redis(redisUrl)
-    const keys = await redis.keys(`${prefix}*`)
-    if (keys.length > 0) await redis.unlink(...keys)
+    await unlinkPrefix(redis, prefix)
     redis.disconnect()
   }
   const ceiling = median(perRun.get('ceiling') ?? [])

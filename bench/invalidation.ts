@@ -22,8 +22,8 @@ import { performance } from 'node:perf_hooks'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import cache from '../lib/index'
-import { escapeGlob } from '../lib/keys'
 import { median } from './statistics'
+import { unlinkPrefix } from './unlink'
 
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 const NOISE_KEYS = positive('BENCH_NOISE_KEYS', '1000000')
@@ -34,8 +34,6 @@ const NOISE_PREFIX = `bench:noise:${ID}`
 const NOISE_VALUE = 'noise-0123456789'
 const NOISE_TTL_SECONDS = 3600
 const LOAD_BATCH = 10_000
-const SCAN_COUNT = 10_000
-const UNLINK_BATCH = 1000
 /** Plugin entries outlive the whole run, so that nothing expires between storing and invalidating. */
 const ENTRY_TTL_SECONDS = 3600
 /** invalidatePattern SCANs the whole keyspace: far beyond the plugin's default 250 ms store deadline. */
@@ -135,22 +133,10 @@ async function loadNoise (client: Redis): Promise<void> {
   console.log(`loaded ${NOISE_KEYS} unrelated keys in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
 
-/** SCAN MATCH + UNLINK in batches; resolves to how many keys were removed. */
-async function unlinkMatching (client: Redis, match: string): Promise<number> {
-  let removed = 0
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT)
-    cursor = next
-    for (let i = 0; i < keys.length; i += UNLINK_BATCH) removed += await client.unlink(...keys.slice(i, i + UNLINK_BATCH))
-  } while (cursor !== '0')
-  return removed
-}
-
 async function cleanUp (client: Redis): Promise<void> {
   const started = performance.now()
-  const noise = await unlinkMatching(client, escapeGlob(NOISE_PREFIX) + ':*')
-  const own = await unlinkMatching(client, escapeGlob(PREFIX) + ':*')
+  const noise = await unlinkPrefix(client, NOISE_PREFIX)
+  const own = await unlinkPrefix(client, PREFIX)
   console.log(`cleanup: unlinked ${noise} unrelated keys and ${own} plugin keys in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
 

@@ -23,6 +23,7 @@ import { ALTERNATIVES, BENCH_KEYS, BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARI
 import { type Window, markdown, summarize } from './profile'
 import { RedisCluster } from '../test/helpers/redis-cluster'
 import { median } from './statistics'
+import { unlinkPrefix } from './unlink'
 
 const ROOT = join(__dirname, '..')
 const RESULTS = join(__dirname, 'results')
@@ -286,18 +287,6 @@ async function connectRedis (): Promise<Redis | undefined> {
   }
 }
 
-/** SCAN + UNLINK of this run's prefix only; never FLUSHALL. */
-async function cleanUp (redis: Redis): Promise<number> {
-  let cursor = '0'
-  let count = 0
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', settings.prefix.replace(/[*?[\]\\]/g, '\\$&') + ':*', 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) count += await redis.unlink(...keys)
-  } while (cursor !== '0')
-  return count
-}
-
 async function profile (variant: Variant): Promise<void> {
   const dir = join(RESULTS, 'profiles')
   mkdirSync(dir, { recursive: true })
@@ -353,7 +342,7 @@ async function main (): Promise<void> {
     killAll()
     await cluster?.stop()
     if (redis !== undefined) {
-      process.stderr.write(`removed ${await cleanUp(redis)} key(s) under ${settings.prefix}\n`)
+      process.stderr.write(`removed ${await unlinkPrefix(redis, settings.prefix)} key(s) under ${settings.prefix}\n`)
       redis.disconnect()
     }
   }

@@ -14,6 +14,7 @@ import { Redis } from 'ioredis'
 import cache from '../lib/index'
 import { type WarmDeps, type WarmResult, type WarmTarget, warmTargets } from '../lib/warm'
 import { median } from './statistics'
+import { unlinkPrefix } from './unlink'
 
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 const TARGETS = positive('BENCH_WARM_TARGETS', '1000')
@@ -112,17 +113,6 @@ async function benchKeys (app: FastifyInstance, deps: WarmDeps): Promise<number[
   return durations
 }
 
-async function deleteByPrefix (client: Redis, prefix: string): Promise<number> {
-  let cursor = '0'
-  let deleted = 0
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}:*`, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) deleted += await client.unlink(...keys)
-  } while (cursor !== '0')
-  return deleted
-}
-
 async function main (): Promise<void> {
   const floor = Math.ceil(TARGETS / CONCURRENCY) * ORIGIN_MS
   console.log(`cache warming: ${TARGETS} targets, concurrency ${CONCURRENCY}, origin ${ORIGIN_MS} ms, ` +
@@ -142,7 +132,7 @@ async function main (): Promise<void> {
     if (verdict !== 'met') process.exitCode = 1
   } finally {
     await app?.close()
-    const deleted = await deleteByPrefix(cleaner, PREFIX)
+    const deleted = await unlinkPrefix(cleaner, PREFIX)
     console.log(`cleaned up ${deleted} keys under ${PREFIX}`)
     await cleaner.quit()
   }
