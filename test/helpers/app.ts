@@ -7,13 +7,20 @@ export type StoreKind = 'memory' | 'redis' | 'tiered'
 export const STORE_KINDS: readonly StoreKind[] = ['memory', 'redis', 'tiered']
 
 /**
+ * The store deadline of test apps. At the default 250 ms, a stall of a CI machine running test files side by side
+ * fails a store call open, which a coalescing test then sees as a second computation. Tests of deadlines set their own.
+ */
+const TEST_STORE_TIMEOUT_MS = 5000
+
+/**
  * A Fastify app with the plugin registered on the given store, its own key prefix, and a teardown that closes the
  * app and deletes the prefix. Routes are declared by the caller, after this resolves.
  */
 export async function cachedApp (
-  t: Teardownable, kind: StoreKind, options: CachePluginOptions = {}, server: FastifyServerOptions = {}
+  t: Teardownable, kind: StoreKind, given: CachePluginOptions = {}, server: FastifyServerOptions = {}
 ): Promise<FastifyInstance> {
   const app = Fastify(server)
+  const options = { storeTimeoutMs: TEST_STORE_TIMEOUT_MS, ...given }
   const prefix = options.prefix ?? uniquePrefix('app')
   if (kind !== 'memory') {
     const cleaner = await createClient(t)
