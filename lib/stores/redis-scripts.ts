@@ -162,12 +162,33 @@ export async function sendCommand (client: RedisClient, command: string, args: r
 /**
  * Sends one command to the connection at once, replies as Buffers, around auto-pipelining: auto-pipelining keeps one
  * batch in flight per node and queues the next commands until it returns, so a write that nothing waits for would
- * make the reads queued behind it wait a round trip more.
+ * make the reads queued behind it wait a round trip more. The commands of one turn of the event loop still leave in
+ * one socket write (see corkForThisTurn).
  */
 export async function sendDirect (client: RedisClient, command: string, args: readonly Arg[]): Promise<unknown> {
   const sent = new Command(command, [...args], { replyEncoding: null })
+  if (!client.isCluster) corkForThisTurn(client as Redis)
   client.sendCommand(sent)
   return await sent.promise
+}
+
+const corked = new WeakSet<Redis>()
+
+/**
+ * Holds the connection's writes until the end of this turn of the event loop (setImmediate runs after the turn's I/O
+ * callbacks), then sends them in one `writev`. Under load a turn reads many requests, whose commands would otherwise
+ * cost a write system call each: that was a third of a Redis hit's time on 1,000 keys. A quiet app's command waits
+ * for nothing but the rest of its own turn. Only a connection that is ready: ioredis queues the others' commands.
+ */
+function corkForThisTurn (client: Redis): void {
+  if (corked.has(client) || client.status !== 'ready') return
+  const stream = client.stream
+  stream.cork()
+  corked.add(client)
+  setImmediate(() => {
+    corked.delete(client)
+    stream.uncork()
+  })
 }
 
 export function isNoScript (error: unknown): boolean {
