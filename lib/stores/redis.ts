@@ -80,7 +80,7 @@ export class RedisStore implements CacheStore {
       ]) as [unknown[], unknown, ...unknown[]]
     } else {
       // One script reads the epoch and the tokens too: one command, no pipeline.
-      entryReply = await readEntry.run(this.client, [...keys, layout.epochKey, ...tags.map((tag) => layout.token(tag))], args) as unknown[]
+      entryReply = await readEntry.run(this.client, [...keys, layout.epochKey, ...tags.map((tag) => layout.token(tag))], args, true) as unknown[]
       ;[epoch, ...tokens] = entryReply.slice(6)
     }
     const [raw, wrongType, tombstone, leased, pttl, taken] = entryReply as [Buffer | null, number, Buffer, number, number, number]
