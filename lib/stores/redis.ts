@@ -54,7 +54,7 @@ export class RedisStore implements CacheStore {
    * invalidations need not, since a peek answers untagged entries only. Sharing happens below the deadline: each
    * caller keeps its own, and a hung Redis counts one failure per caller for the circuit breaker, as without it.
    */
-  private readonly peeks = new SharedReads<Buffer | null>()
+  private readonly peeks = new SharedReads<Buffer | undefined>()
 
   constructor (private readonly client: RedisClient, prefix: string) {
     this.layout = new RedisLayout(prefix)
@@ -111,10 +111,15 @@ export class RedisStore implements CacheStore {
     }
   }
 
-  async peek (id: string): Promise<Buffer | undefined> {
+  peek (id: string): Promise<Buffer | undefined> {
+    return this.peeks.share(id, () => this.peekOnce(id))
+  }
+
+  /** One peek's read, and the value it finds: the joiners of a shared peek take the value as it is. */
+  private async peekOnce (id: string): Promise<Buffer | undefined> {
     let raw: Buffer | null
     try {
-      raw = await this.peeks.share(id, () => this.getEntry(id))
+      raw = await this.getEntry(id)
     } catch (error) {
       // Another type at the key: the full read reports it as corrupt, and the miss's write replaces it.
       if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return undefined
@@ -122,9 +127,11 @@ export class RedisStore implements CacheStore {
     }
     if (raw === null) return undefined
     const newline = raw.indexOf(NEWLINE)
-    const equals = raw.indexOf(EQUALS)
-    // A header line with no `tag=token` pair: an untagged entry, valid for as long as it exists.
-    return newline !== -1 && (equals === -1 || equals > newline) ? raw.subarray(newline + 1) : undefined
+    if (newline === -1) return undefined
+    // A header line with no `tag=token` pair: an untagged entry, valid for as long as it exists. (Searched within the
+    // line only: the body after it may be 50 KB.)
+    for (let i = 0; i < newline; i++) if (raw[i] === EQUALS) return undefined
+    return raw.subarray(newline + 1)
   }
 
   async get (id: string): Promise<Buffer | null> {
