@@ -193,3 +193,22 @@ t.test('concurrent hits of one key share one plain GET; a write in this process 
   t.equal((await app.inject('/hot')).json<{ version: number }>().version, 2, 'after the invalidation, the next computation')
   await Promise.all(during)
 })
+
+t.test('cacheService.set with tags is one command on a single node: the tags\' tokens kept, or created', async (t) => {
+  const { app, client, prefix, seen } = await watchedApp(t, 'tagged-set')
+  await app.cacheService.set('first', { n: 1 }, { ttl: 60, tags: ['kept'] })
+  const kept = await client.get(`${prefix}:g:{kept}`)
+  t.ok(kept, 'the first write created the token of its tag')
+  await sleep(200)
+
+  seen.length = 0
+  await app.cacheService.set('second', { n: 2 }, { ttl: 60, tags: ['kept', 'new'] })
+  await sleep(100)
+  t.same(seen, ['evalsha'], 'one command, the tokens read and created inside it')
+  t.equal(await client.get(`${prefix}:g:{kept}`), kept, 'an existing token is kept')
+  t.ok(await client.get(`${prefix}:g:{new}`), 'an absent one is created')
+  t.same(await app.cacheService.get('second'), { n: 2 }, 'the header names the current tokens: the entry reads as valid')
+  await app.cacheService.invalidateTags(['new'])
+  t.equal(await app.cacheService.get('second'), undefined, 'invalidating either tag removes it')
+  t.same(await app.cacheService.get('first'), { n: 1 }, 'the other entry of the kept tag stays')
+})

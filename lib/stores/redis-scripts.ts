@@ -45,17 +45,29 @@ if token then return token end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]`
 
-// KEYS: entry, tombstone, lease; on a single node also the pattern epoch, then each tag's token and set. ARGV: '1'
-// when stamped, the stamp's tombstone and entry version, ttl ms, header, value, the token of a lease to give back
-// ('' for none, given back whatever the outcome); with the single node's keys also the stamp's epoch, the ms the
-// tags' records must live at least, and each tag's token as the read saw it.
+// KEYS: entry, tombstone, lease; on a single node also the pattern epoch, then each tag's token and set. ARGV: the
+// mode, the stamp's tombstone and entry version, ttl ms, header, value, the token of a lease to give back ('' for
+// none, given back whatever the outcome); with the single node's keys also the stamp's epoch, the ms the tags'
+// records must live at least, then per tag: in mode '1' (stamped) its token as the read saw it; in mode '2' (not
+// stamped) a token to create when it has none, then each tag's name, for the header to name its current token.
+// Mode '0' writes as given.
 // A stamped write is refused when the key was deleted since the read, or the entry rewritten (a late writer whose
 // lease expired must not overwrite a newer value), or, given their keys, when a pattern or a tag was invalidated. On
 // a Cluster the tags and the epoch live in other slots: the store checks them after the write (see redis.ts).
 const WRITE_ENTRY = `
 if ARGV[7] ~= '' and redis.call('GET', KEYS[3]) == ARGV[7] then redis.call('DEL', KEYS[3]) end
 local tags = (#KEYS - 4) / 2
-if ARGV[1] == '1' then
+local header = ARGV[5]
+if ARGV[1] == '2' then
+  for i = 1, tags do
+    local token = redis.call('GET', KEYS[3 + 2 * i])
+    if not token then
+      token = ARGV[9 + i]
+      redis.call('SET', KEYS[3 + 2 * i], token, 'PX', ARGV[9])
+    end
+    header = header .. ' ' .. ARGV[9 + tags + i] .. '=' .. token
+  end
+elseif ARGV[1] == '1' then
   if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then return 0 end
   local head = redis.pcall('GETRANGE', KEYS[1], 0, ${VERSION_HEAD})
   if type(head) ~= 'string' then head = '' end
@@ -65,7 +77,7 @@ if ARGV[1] == '1' then
     if redis.call('GET', KEYS[3 + 2 * i]) ~= ARGV[9 + i] then return 0 end
   end
 end
-redis.call('SET', KEYS[1], ARGV[5] .. '\\n' .. ARGV[6], 'PX', ARGV[4])
+redis.call('SET', KEYS[1], header .. '\\n' .. ARGV[6], 'PX', ARGV[4])
 local keep = tonumber(ARGV[9])
 for i = 1, tags do
   redis.call('SADD', KEYS[4 + 2 * i], KEYS[1])

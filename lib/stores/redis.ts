@@ -161,14 +161,22 @@ export class RedisStore implements CacheStore {
     const tagCall = (tag: string, create: string): Call =>
       ({ script: tagEntry, keys: [layout.token(tag), layout.tagSet(tag)], args: [keep, entryKey, create] })
     const writeKeys = [entryKey, layout.tombstone(id), layout.lease(id)]
-    const writeArgs = (header: string, stamp?: WriteStamp): Arg[] =>
-      [stamp === undefined ? '0' : '1', stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value, options.lease ?? '']
+    const tagKeys = (): string[] => [layout.epochKey, ...tags.flatMap((tag) => [layout.token(tag), layout.tagSet(tag)])]
+    const writeArgs = (mode: '0' | '1' | '2', header: string, stamp?: WriteStamp): Arg[] =>
+      [mode, stamp?.tombstone ?? '', stamp?.version ?? '', ttlMs, header, value, options.lease ?? '']
 
     const stamp = options.stamp
     if (stamp === undefined) {
-      // Not conditional: the header carries the tags' current tokens, read (or created) first.
+      // Not conditional: the header carries the tags' current tokens, created where there are none. On a single node
+      // the script reads them as it writes; on a Cluster they live in other slots, and are read (or created) first.
+      if (!isCluster(this.client)) {
+        await (tags.length === 0
+          ? writeEntry.run(this.client, writeKeys, writeArgs('0', headerLine(version, [], [])), true)
+          : writeEntry.run(this.client, [...writeKeys, ...tagKeys()], [...writeArgs('2', headerLine(version, [], [])), '', keep, ...tags.map(() => newTagToken()), ...tags], true))
+        return true
+      }
       const current = await batch(this.client, tags.map((tag) => tagCall(tag, newTagToken())))
-      await writeEntry.run(this.client, writeKeys, writeArgs(headerLine(version, tags, current.map(text))))
+      await writeEntry.run(this.client, writeKeys, writeArgs('0', headerLine(version, tags, current.map(text))))
       return true
     }
 
@@ -179,11 +187,10 @@ export class RedisStore implements CacheStore {
     const header = headerLine(version, tags, seen)
     if (!isCluster(this.client)) {
       // The script checks the epoch and the tags' tokens before it writes, and adds the entry to its tags' sets.
-      const written = await writeEntry.run(this.client, [...writeKeys, layout.epochKey, ...tags.flatMap((tag) => [layout.token(tag), layout.tagSet(tag)])],
-        [...writeArgs(header, stamp), stamp.epoch, keep, ...seen], true)
+      const written = await writeEntry.run(this.client, [...writeKeys, ...tagKeys()], [...writeArgs('1', header, stamp), stamp.epoch, keep, ...seen], true)
       return written === 1
     }
-    const written = await writeEntry.run(this.client, writeKeys, writeArgs(header, stamp))
+    const written = await writeEntry.run(this.client, writeKeys, writeArgs('1', header, stamp))
     if (written !== 1) return false
     const [epoch, ...tokens] = await batch(this.client, [{ command: 'get', args: [layout.epochKey] }, ...tags.map((tag) => tagCall(tag, ''))])
     const intact = text(epoch) === stamp.epoch && seen.every((token, i) => text(tokens[i]) === token)
