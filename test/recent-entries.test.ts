@@ -32,10 +32,20 @@ t.test('large entries are not kept, and the memo empties itself when full', asyn
   const large = bytesOf('x'.repeat(70 * 1024))
   t.not(recent.decode('large', large), recent.decode('large', Buffer.from(large)), 'over 64 KiB: decoded each time')
   const first = recent.decode('k0', bytesOf('v'))
-  for (let i = 1; i < 1000; i++) recent.decode(`k${i}`, bytesOf('v'))
-  t.equal(recent.decode('k0', bytesOf('v')), first, 'kept while under 1,000 entries')
-  recent.decode('k1000', bytesOf('v'))
-  t.not(recent.decode('k0', bytesOf('v')), first, 'emptied at 1,000')
+  for (let i = 1; i < 10_000; i++) recent.decode(`k${i}`, bytesOf('v'))
+  t.equal(recent.decode('k0', bytesOf('v')), first, 'kept while under 10,000 entries')
+  recent.decode('k10000', bytesOf('v'))
+  t.not(recent.decode('k0', bytesOf('v')), first, 'emptied at 10,000')
+})
+
+t.test('the memo empties itself at 16 MiB of entries, however few', async (t) => {
+  const recent = new RecentEntries()
+  const big = bytesOf('x'.repeat(60 * 1024))
+  const first = recent.decode('b0', big)
+  let count = 1
+  while (count * big.length <= 16 * 1024 * 1024) recent.decode(`b${count++}`, big)
+  t.ok(count < 300, `${count} entries of 60 KiB`)
+  t.not(recent.decode('b0', big), first, 'emptied once the next would pass 16 MiB')
 })
 
 t.test('corrupt bytes throw as decodeEntry does, and are not kept', async (t) => {
