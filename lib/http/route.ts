@@ -215,7 +215,8 @@ function compileKey (key: RouteCacheOptions['key'], url: string, vary: string[])
   const known = new Map<string, string>()
   let chars = 0
   return (request) => {
-    let memo = request.protocol + '\n' + request.hostname + '\n' + request.url
+    // The host with its port: it decides the hostname of the key, and Fastify's hostname getter splits it per call.
+    let memo = request.protocol + '\n' + request.host + '\n' + request.url
     for (const name of vary) memo += '\n' + String(request.headers[name] ?? '')
     let id = known.get(memo)
     if (id === undefined) {
