@@ -99,6 +99,7 @@ interface ServerProcess {
 
 /** The example server's routes need a bearer token; the operators' token reads every workspace and /cache/stats. */
 const ADMIN_TOKEN = 'bench-admin-token-0123456789'
+const AUTHORIZED = { authorization: `Bearer ${ADMIN_TOKEN}` }
 
 async function startServer (redisUrl: string, logFile: string): Promise<ServerProcess> {
   const port = await freePort()
@@ -175,7 +176,7 @@ function tail (file: string, chars = 3000): string {
 }
 
 async function get (port: number, path: string): Promise<{ status: number, headers: Headers, body: string }> {
-  const response = await fetch(`http://${HOST}:${port}${path}`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  const response = await fetch(`http://${HOST}:${port}${path}`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS), headers: AUTHORIZED })
   return { status: response.status, headers: response.headers, body: await response.text() }
 }
 
@@ -306,7 +307,7 @@ interface Records {
 interface LoadClient {
   on (event: 'headers', listener: (info: { headers: string[] }) => void): void
   on (event: 'response', listener: (status: number, bytes: number, latency: number) => void): void
-  setRequests (requests: Array<{ method: string, path: string }>): void
+  setRequests (requests: Array<{ method: string, path: string, headers?: Record<string, string> }>): void
 }
 
 interface StatsSample {
@@ -344,7 +345,7 @@ async function runLoad (server: ServerProcess, redis: RedisProcess): Promise<Loa
   const setupClient = (client: LoadClient): void => {
     // Each connection starts at a different URL, so that misses are spread over the keys.
     const first = clients++ % URLS.length
-    client.setRequests(URLS.map((_, i) => ({ method: 'GET', path: URLS[(first + i) % URLS.length] ?? '/' })))
+    client.setRequests(URLS.map((_, i) => ({ method: 'GET', path: URLS[(first + i) % URLS.length] ?? '/', headers: AUTHORIZED })))
     let outcome: Outcome = 'other'
     client.on('headers', (info) => {
       outcome = 'other'
@@ -368,7 +369,8 @@ async function runLoad (server: ServerProcess, redis: RedisProcess): Promise<Loa
     duration: DURATION_S,
     pipelining: 1,
     timeout: REQUEST_TIMEOUT_S,
-    requests: URLS.map((path) => ({ method: 'GET', path })),
+    headers: AUTHORIZED,
+    requests: URLS.map((path) => ({ method: 'GET', path, headers: AUTHORIZED })),
     setupClient
   }
 

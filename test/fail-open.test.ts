@@ -109,3 +109,34 @@ t.test('a corrupt entry is a miss, is counted, and is replaced', async (t) => {
   }
   t.ok((await app.cacheService.stats()).errors >= 1, 'the undecodable envelope was counted')
 })
+
+t.test('a read that lands after its deadline and takes the lease gives it back: the key is not blocked', async (t) => {
+  const redis = await RedisProcess.start()
+  t.teardown(() => redis.stop())
+  const prefix = uniquePrefix('late-lease')
+  const app = Fastify()
+  // A breaker that stays closed, so that the one read below is sent; leases that would block the key for 10 s.
+  await app.register(cache, { redis: redis.url, prefix, storeTimeoutMs: 150, circuitBreaker: false, lease: { ttlMs: 10_000, waitMs: 2000 } })
+  let calls = 0
+  // Tagged: the lookup goes straight to the full read, which asks for the lease (an untagged one peeks first).
+  app.get('/cold', { config: { cache: { ttl: 60, tags: ['t'] } } }, async () => ({ calls: ++calls }))
+  t.teardown(() => app.close())
+  await app.ready()
+  const client = new Redis(redis.url)
+  t.teardown(() => client.disconnect())
+  await client.ping()
+
+  await redis.freeze()
+  t.teardown(() => redis.unfreeze())
+  const during = await app.inject('/cold')
+  t.equal(during.headers['x-cache'], 'MISS', 'served by the handler while Redis is frozen')
+  // Thawed, Redis runs the queued read: the key is empty, so the read takes the lease for a request long gone.
+  await redis.unfreeze()
+  await sleep(300)
+  t.same(await client.keys(`${prefix}:l:*`), [], 'the late read gave the lease back')
+  const started = Date.now()
+  const after = await app.inject('/cold')
+  t.equal(after.headers['x-cache'], 'MISS')
+  t.ok(Date.now() - started < 1000, `the next request computed at once, not after the lease's wait (${Date.now() - started} ms)`)
+  t.equal(calls, 2)
+})

@@ -23,11 +23,27 @@ export class DeadlineStore implements CacheStore {
     this.kind = inner.kind
   }
 
-  read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> { return this.limit('read', () => this.inner.read(id, tags, lease)) }
+  /**
+   * A read past its deadline still runs, and may take the lease when it lands (Redis frozen then thawed, or a command
+   * ioredis sends again after a reconnect): its request has gone on without it, so no one would give it back, and
+   * every instance would wait for that key's lease until it expires. Such a late read gives it back.
+   */
+  read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> {
+    const late = lease === undefined
+      ? undefined
+      : (found: StoreRead): void => { if (found.leaseTaken === true) this.inner.releaseLease(id, lease.token).catch(() => {}) }
+    return this.limit('read', () => this.inner.read(id, tags, lease), this.timeoutMs, false, late)
+  }
+
   peek (id: string): Promise<Buffer | undefined> { return this.limit('peek', () => this.inner.peek(id)) }
   get (id: string): Promise<Buffer | null> { return this.limit('get', () => this.inner.get(id)) }
   set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> { return this.limit('set', () => this.inner.set(id, value, options)) }
-  acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> { return this.limit('lease', () => this.inner.acquireLease(id, token, ttlMs)) }
+  /** A late acquisition gives the lease back, as a late read does. */
+  acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> {
+    const late = (taken: boolean): void => { if (taken) this.inner.releaseLease(id, token).catch(() => {}) }
+    return this.limit('lease', () => this.inner.acquireLease(id, token, ttlMs), this.timeoutMs, false, late)
+  }
+
   /** Even through an open circuit: a lease left behind would make every instance wait for it. */
   releaseLease (id: string, token: string): Promise<void> { return this.limit('releaseLease', () => this.inner.releaseLease(id, token), this.timeoutMs, true) }
   delete (ids: readonly string[]): Promise<number> { return this.limit('delete', () => this.inner.delete(ids)) }
@@ -43,7 +59,8 @@ export class DeadlineStore implements CacheStore {
   cleanup (): Promise<CleanupReport> { return this.limit('cleanup', () => this.inner.cleanup(), CLEANUP_TIMEOUT_MS) }
   close (): Promise<void> { return this.inner.close() }
 
-  private limit<T> (operation: string, call: () => Promise<T>, timeoutMs = this.timeoutMs, evenIfOpen = false): Promise<T> {
+  /** `late`: called with the value of a call that answers after its deadline. */
+  private limit<T> (operation: string, call: () => Promise<T>, timeoutMs = this.timeoutMs, evenIfOpen = false, late?: (value: T) => void): Promise<T> {
     const breaker = this.breaker
     if (breaker !== undefined && !evenIfOpen && !breaker.allow()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN(operation))
     return new Promise<T>((resolve, reject) => {
@@ -55,7 +72,12 @@ export class DeadlineStore implements CacheStore {
       }, timeoutMs)
       // A reply that comes after the deadline was already counted as a failure; it must not close the circuit.
       call().then(
-        (value) => { clearTimeout(timer); if (!timedOut) breaker?.succeeded(); resolve(value) },
+        (value) => {
+          clearTimeout(timer)
+          if (timedOut) late?.(value)
+          else breaker?.succeeded()
+          resolve(value)
+        },
         (error: unknown) => {
           clearTimeout(timer)
           if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : breaker?.failed()
