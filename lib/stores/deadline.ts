@@ -31,7 +31,7 @@ export class DeadlineStore implements CacheStore {
   read (id: string, tags: readonly string[], lease?: LeaseRequest): Promise<StoreRead> {
     const late = lease === undefined
       ? undefined
-      : (found: StoreRead): void => { if (found.leaseTaken === true) this.inner.releaseLease(id, lease.token).catch(() => {}) }
+      : (found: StoreRead): void => { if (found.leaseTaken === true) this.giveBack(id, lease.token) }
     return this.limit('read', () => this.inner.read(id, tags, lease), this.timeoutMs, false, late)
   }
 
@@ -40,7 +40,7 @@ export class DeadlineStore implements CacheStore {
   set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> { return this.limit('set', () => this.inner.set(id, value, options)) }
   /** A late acquisition gives the lease back, as a late read does. */
   acquireLease (id: string, token: string, ttlMs: number): Promise<boolean> {
-    const late = (taken: boolean): void => { if (taken) this.inner.releaseLease(id, token).catch(() => {}) }
+    const late = (taken: boolean): void => { if (taken) this.giveBack(id, token) }
     return this.limit('lease', () => this.inner.acquireLease(id, token, ttlMs), this.timeoutMs, false, late)
   }
 
@@ -58,6 +58,11 @@ export class DeadlineStore implements CacheStore {
   info (): Promise<Record<string, string | number>> { return this.limit('info', () => this.inner.info()) }
   cleanup (): Promise<CleanupReport> { return this.limit('cleanup', () => this.inner.cleanup(), CLEANUP_TIMEOUT_MS) }
   close (): Promise<void> { return this.inner.close() }
+
+  /** Releases a lease taken by a call that came too late for its caller; a failure changes nothing for anyone. */
+  private giveBack (id: string, token: string): void {
+    this.inner.releaseLease(id, token).catch(() => {})
+  }
 
   /** `late`: called with the value of a call that answers after its deadline. */
   private limit<T> (operation: string, call: () => Promise<T>, timeoutMs = this.timeoutMs, evenIfOpen = false, late?: (value: T) => void): Promise<T> {
