@@ -221,12 +221,13 @@ function compileKey (key: RouteCacheOptions['key'], url: string, vary: string[])
     let id = known.get(memo)
     if (id === undefined) {
       id = keyId(defaultKeyParts(request, url, vary))
-      if (known.size >= REMEMBERED_KEYS || chars + memo.length > REMEMBERED_CHARS) {
+      const added = memo.length + id.length
+      if (known.size >= REMEMBERED_KEYS || chars + added > REMEMBERED_CHARS) {
         known.clear()
         chars = 0
       }
       known.set(memo, id)
-      chars += memo.length + id.length
+      chars += added
     }
     return id
   }

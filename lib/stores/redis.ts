@@ -170,9 +170,8 @@ export class RedisStore implements CacheStore {
       // Not conditional: the header carries the tags' current tokens, created where there are none. On a single node
       // the script reads them as it writes; on a Cluster they live in other slots, and are read (or created) first.
       if (!isCluster(this.client)) {
-        await (tags.length === 0
-          ? writeEntry.run(this.client, writeKeys, writeArgs('0', headerLine(version, [], [])), true)
-          : writeEntry.run(this.client, [...writeKeys, ...tagKeys()], [...writeArgs('2', headerLine(version, [], [])), '', keep, ...tags.map(() => newTagToken()), ...tags], true))
+        await writeEntry.run(this.client, [...writeKeys, ...tagKeys()],
+          [...writeArgs('2', headerLine(version, [], [])), '', keep, ...tags.map(() => newTagToken()), ...tags], true)
         return true
       }
       const current = await batch(this.client, tags.map((tag) => tagCall(tag, newTagToken())))

@@ -1,6 +1,7 @@
 /**
- * Reads under way, by key: a read of a key that is already being read joins it instead of making another round trip. Under load a hot key is asked for by many requests at once, and each would otherwise wait for its own
- * reply carrying the same bytes.
+ * Reads under way, by key: a read of a key that is already being read joins it instead of making another round trip.
+ * Under load a hot key is asked for by many requests at once, and each would otherwise wait for its own reply
+ * carrying the same bytes.
  *
  * A joiner gets what the store held when the first read ran, a moment before the joiner arrived. That is never older
  * than a change this process made: each change that can alter what the read finds moves the generation when it
