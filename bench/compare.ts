@@ -17,7 +17,7 @@ import { Redis } from 'ioredis'
 import { type Measurement, askEveryKey, get, killAll, load, startServer } from './harness'
 import { BENCH_KEYS, BENCH_PATH, VARIANTS, type Variant, benchPath, buildPayload } from './payload'
 import { median } from './statistics'
-import { unlinkMatching } from './unlink'
+import { unlinkMatching } from '../test/helpers/redis'
 
 const ALL: readonly Variant[] = [
   'ceiling', 'serialize', 'uncached', 'memory', 'redis', 'tiered', 'ioredis', 'handwritten', 'bentocache', 'bentocache-l2', 'dedupe', 'apicache'

@@ -21,7 +21,7 @@ import { Redis } from 'ioredis'
 import { killAll, startServer } from './harness'
 import { PAYLOAD, VARIANTS, type Variant, benchPath, isVariant } from './payload'
 import { median } from './statistics'
-import { unlinkPrefix } from './unlink'
+import { deleteByPrefix } from '../test/helpers/redis'
 
 const { values: args } = parseArgs({
   options: {
@@ -105,7 +105,7 @@ async function main (): Promise<void> {
     killAll()
     rmSync(directory, { recursive: true, force: true })
     const redis = new Redis(redisUrl)
-    await unlinkPrefix(redis, prefix)
+    await deleteByPrefix(redis, prefix)
     redis.disconnect()
   }
   const ceiling = median(perRun.get('ceiling') ?? [])

@@ -23,7 +23,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import cache from '../lib/index'
 import { median } from './statistics'
-import { unlinkPrefix } from './unlink'
+import { deleteByPrefix } from '../test/helpers/redis'
 
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 const NOISE_KEYS = positive('BENCH_NOISE_KEYS', '1000000')
@@ -135,8 +135,8 @@ async function loadNoise (client: Redis): Promise<void> {
 
 async function cleanUp (client: Redis): Promise<void> {
   const started = performance.now()
-  const noise = await unlinkPrefix(client, NOISE_PREFIX)
-  const own = await unlinkPrefix(client, PREFIX)
+  const noise = await deleteByPrefix(client, NOISE_PREFIX)
+  const own = await deleteByPrefix(client, PREFIX)
   console.log(`cleanup: unlinked ${noise} unrelated keys and ${own} plugin keys in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
 

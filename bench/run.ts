@@ -23,7 +23,7 @@ import { ALTERNATIVES, BENCH_KEYS, BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARI
 import { type Window, markdown, summarize } from './profile'
 import { RedisCluster } from '../test/helpers/redis-cluster'
 import { median } from './statistics'
-import { unlinkPrefix } from './unlink'
+import { deleteByPrefix } from '../test/helpers/redis'
 
 const ROOT = join(__dirname, '..')
 const RESULTS = join(__dirname, 'results')
@@ -342,7 +342,7 @@ async function main (): Promise<void> {
     killAll()
     await cluster?.stop()
     if (redis !== undefined) {
-      process.stderr.write(`removed ${await unlinkPrefix(redis, settings.prefix)} key(s) under ${settings.prefix}\n`)
+      process.stderr.write(`removed ${await deleteByPrefix(redis, settings.prefix)} key(s) under ${settings.prefix}\n`)
       redis.disconnect()
     }
   }

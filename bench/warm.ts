@@ -14,7 +14,7 @@ import { Redis } from 'ioredis'
 import cache from '../lib/index'
 import { type WarmDeps, type WarmResult, type WarmTarget, warmTargets } from '../lib/warm'
 import { median } from './statistics'
-import { unlinkPrefix } from './unlink'
+import { deleteByPrefix } from '../test/helpers/redis'
 
 const REDIS_URL = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379'
 const TARGETS = positive('BENCH_WARM_TARGETS', '1000')
@@ -132,7 +132,7 @@ async function main (): Promise<void> {
     if (verdict !== 'met') process.exitCode = 1
   } finally {
     await app?.close()
-    const deleted = await unlinkPrefix(cleaner, PREFIX)
+    const deleted = await deleteByPrefix(cleaner, PREFIX)
     console.log(`cleaned up ${deleted} keys under ${PREFIX}`)
     await cleaner.quit()
   }

@@ -28,7 +28,7 @@ t.test('redis store', async (t) => {
   const client = await createClient(t)
   await storeContract(t, 'redis', async () => {
     const prefix = uniquePrefix('store-contract')
-    return { store: new RedisStore(client, prefix), cleanup: () => deleteByPrefix(client, prefix) }
+    return { store: new RedisStore(client, prefix), cleanup: async () => { await deleteByPrefix(client, prefix) } }
   })
 })
 
@@ -37,7 +37,7 @@ t.test('redis store on an auto-pipelining client', async (t) => {
   const client = await createClient(t, { enableAutoPipelining: true })
   await storeContract(t, 'redis (auto-pipelining)', async () => {
     const prefix = uniquePrefix('store-contract-ap')
-    return { store: new RedisStore(client, prefix), cleanup: () => deleteByPrefix(client, prefix) }
+    return { store: new RedisStore(client, prefix), cleanup: async () => { await deleteByPrefix(client, prefix) } }
   })
 })
 

@@ -22,6 +22,7 @@ import { createConnection, createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { Redis, type RedisOptions } from 'ioredis'
+import { escapeGlob } from '../../lib/keys'
 
 /** The part of a tap test object that the helpers use. */
 export interface Teardownable {
@@ -397,21 +398,25 @@ export function uniquePrefix (name: string): string {
   return `test:${safeName}:${randomBytes(6).toString('hex')}`
 }
 
-/** Escapes glob characters so that SCAN MATCH treats them literally. */
-function escapeGlob (text: string): string {
-  return text.replace(/[*?[\]\\]/g, '\\$&')
+const SCAN_COUNT = 10_000
+const UNLINK_BATCH = 1000
+
+/** SCAN MATCH + UNLINK in batches, never KEYS or FLUSHALL; resolves to how many keys were removed. */
+export async function unlinkMatching (client: Redis, match: string): Promise<number> {
+  let removed = 0
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT)
+    cursor = next
+    for (let i = 0; i < keys.length; i += UNLINK_BATCH) removed += await client.unlink(...keys.slice(i, i + UNLINK_BATCH))
+  } while (cursor !== '0')
+  return removed
 }
 
 /**
- * Deletes every key matching `<prefix>:*` with SCAN + UNLINK (never KEYS or
- * FLUSHALL, so other tests' keys on a shared Redis are safe).
+ * Deletes every key under `<prefix>:`, the prefix matched literally (other tests' keys on a shared Redis are safe);
+ * resolves to how many there were.
  */
-export async function deleteByPrefix (client: Redis, prefix: string): Promise<void> {
-  const match = `${escapeGlob(prefix)}:*`
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', match, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
+export async function deleteByPrefix (client: Redis, prefix: string): Promise<number> {
+  return await unlinkMatching(client, escapeGlob(prefix) + ':*')
 }
