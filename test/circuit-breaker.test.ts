@@ -102,6 +102,36 @@ t.test('each call on a hung Redis fails at its own deadline, counted from when i
   t.equal(await store.get(keyId(['after'])), null, 'and answers again')
 })
 
+t.test('peeks of one key that share a read share its deadline; one that comes after it passed gets its own', async (t) => {
+  const redis = await RedisProcess.start()
+  t.teardown(() => redis.stop())
+  const client = new Redis(redis.url, { maxRetriesPerRequest: 1 })
+  t.teardown(() => client.disconnect())
+  const breaker = new CircuitBreaker({ failures: 3, cooldownMs: 60_000 })
+  const store = new DeadlineStore(new RedisStore(client, uniquePrefix('shared-deadline')), 200, breaker)
+  const id = keyId(['hot'])
+  t.equal(await store.peek(id), undefined, 'answers while Redis does')
+  redis.freeze()
+  t.teardown(() => redis.unfreeze())
+  const started = Date.now()
+  const failedAt = async (delay: number): Promise<number> => {
+    await sleep(delay)
+    const error = await store.peek(id).then(() => undefined, (e: unknown) => e)
+    t.match(error, { code: 'FST_CACHE_STORE_TIMEOUT' }, `the peek started at ${delay} ms timed out`)
+    return Date.now() - started
+  }
+  const [first, joined] = await Promise.all([failedAt(0), failedAt(100)])
+  t.ok(first >= 195 && first < 400, `the first peek failed at its deadline (${first} ms)`)
+  t.ok(joined !== undefined && Math.abs(joined - first) < 50, `the one that joined it 100 ms later failed with it (${joined} ms)`)
+  t.equal(breaker.state, 'closed', 'two requests, two failures: below the threshold of three')
+  // The shared read is still waiting on the frozen Redis: a peek now joins it, with a deadline of its own.
+  const before = Date.now()
+  const error = await store.peek(id).then(() => undefined, (e: unknown) => e)
+  t.match(error, { code: 'FST_CACHE_STORE_TIMEOUT' }, 'the later peek timed out too')
+  t.ok(Date.now() - before >= 195, `after a whole deadline of its own (${Date.now() - before} ms)`)
+  t.equal(breaker.state, 'open', 'the third failure opened the circuit')
+})
+
 t.test('circuitBreaker: false keeps calling Redis every time', async (t) => {
   const redis = await RedisProcess.start()
   t.teardown(() => redis.stop())

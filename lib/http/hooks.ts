@@ -176,14 +176,27 @@ export class ResponseCache {
     }
   }
 
-  private async peekThenRead (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, warming: boolean): Promise<boolean> {
+  private peekThenRead (request: FastifyRequest, reply: FastifyReply, state: RequestCacheState, warming: boolean): Promise<boolean> {
     const started = Date.now()
-    const quick = await this.guarded.read('peek', (store) => store.peek(state.id), PEEK_FAILED, state.route.counters)
-    if (quick !== undefined && quick !== PEEK_FAILED && this.servedFresh(request, reply, state, quick)) return true
-    // A peek that took over half the deadline found the store slow: the full read could cost a second deadline before
-    // the handler runs. The request goes on without it, as after a failed peek (its response is then not stored).
-    const slow = Date.now() - started > this.storeTimeoutMs / 2
-    return await this.read(request, reply, state, false, warming, quick === PEEK_FAILED || slow)
+    const afterPeek = (quick: Buffer | undefined): boolean | Promise<boolean> => {
+      if (quick !== undefined && quick !== PEEK_FAILED && this.servedFresh(request, reply, state, quick)) return true
+      // A peek that took over half the deadline found the store slow: the full read could cost a second deadline
+      // before the handler runs. The request goes on without it, as after a failed peek (its response is then not
+      // stored).
+      const slow = Date.now() - started > this.storeTimeoutMs / 2
+      return this.read(request, reply, state, false, warming, quick === PEEK_FAILED || slow)
+    }
+    const failed = (error: unknown): Promise<boolean> => {
+      this.guarded.failed('peek', error, state.route.counters)
+      return this.read(request, reply, state, false, warming, true)
+    }
+    // One promise between the store's reply and the response (guarded.read would add another): on a hot key, whose
+    // requests share one read, each promise a request makes shows.
+    try {
+      return this.guarded.store.peek(state.id).then(afterPeek, failed)
+    } catch (error) {
+      return failed(error)
+    }
   }
 
   /** Serves a peeked entry if it is fresh and was stored for the request's values of the headers it varies on. */

@@ -19,6 +19,9 @@ export class DeadlineStore implements CacheStore {
   readonly kind: string
   readonly local = false
 
+  /** Deadlines of the peeks in flight, by the promise the inner store returned. */
+  private readonly peeks = new WeakMap<Promise<Buffer | undefined>, Bound<Buffer | undefined>>()
+
   constructor (private readonly inner: CacheStore, private readonly timeoutMs: number, readonly breaker?: CircuitBreaker) {
     this.kind = inner.kind
   }
@@ -35,7 +38,23 @@ export class DeadlineStore implements CacheStore {
     return this.limit('read', () => this.inner.read(id, tags, lease), this.timeoutMs, false, late)
   }
 
-  peek (id: string): Promise<Buffer | undefined> { return this.limit('peek', () => this.inner.peek(id)) }
+  /**
+   * A store that shares one peek among concurrent callers (the Redis store does) returns them the same promise: they
+   * share its deadline too, instead of a timer each. Each still counts as one call for the circuit breaker.
+   */
+  peek (id: string): Promise<Buffer | undefined> {
+    if (!this.allowed()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN('peek'))
+    const read = this.inner.peek(id)
+    const bound = this.peeks.get(read)
+    if (bound !== undefined && bound.settled === false) {
+      bound.callers++
+      return bound.promise
+    }
+    const started = this.bind('peek', read, this.timeoutMs)
+    this.peeks.set(read, started)
+    return started.promise
+  }
+
   get (id: string): Promise<Buffer | null> { return this.limit('get', () => this.inner.get(id)) }
   set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> { return this.limit('set', () => this.inner.set(id, value, options)) }
   /** A late acquisition gives the lease back, as a late read does. */
@@ -64,33 +83,65 @@ export class DeadlineStore implements CacheStore {
     this.inner.releaseLease(id, token).catch(() => {})
   }
 
+  private allowed (evenIfOpen = false): boolean {
+    return this.breaker === undefined || evenIfOpen || this.breaker.allow()
+  }
+
   /** `late`: called with the value of a call that answers after its deadline. */
   private limit<T> (operation: string, call: () => Promise<T>, timeoutMs = this.timeoutMs, evenIfOpen = false, late?: (value: T) => void): Promise<T> {
-    const breaker = this.breaker
-    if (breaker !== undefined && !evenIfOpen && !breaker.allow()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN(operation))
-    return new Promise<T>((resolve, reject) => {
-      let timedOut = false
-      const timer = setTimeout(() => {
-        timedOut = true
-        breaker?.failed()
-        reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs))
-      }, timeoutMs)
-      // A reply that comes after the deadline was already counted as a failure; it must not close the circuit.
-      call().then(
-        (value) => {
-          clearTimeout(timer)
-          if (timedOut) late?.(value)
-          else breaker?.succeeded()
-          resolve(value)
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : breaker?.failed()
-          reject(error)
-        }
-      )
-    })
+    if (!this.allowed(evenIfOpen)) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN(operation))
+    let pending: Promise<T>
+    try {
+      pending = call()
+    } catch (error) {
+      pending = Promise.reject(error)
+    }
+    return this.bind(operation, pending, timeoutMs, late).promise
   }
+
+  /** The deadline on one call, awaited by `callers` requests: a timeout or a failure counts once for each of them. */
+  private bind<T> (operation: string, pending: Promise<T>, timeoutMs: number, late?: (value: T) => void): Bound<T> {
+    const breaker = this.breaker
+    let timedOut = false
+    const failed = (): void => { if (breaker !== undefined) for (let i = 0; i < bound.callers; i++) breaker.failed() }
+    const bound: Bound<T> = {
+      callers: 1,
+      settled: false,
+      promise: new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          timedOut = true
+          bound.settled = true
+          failed()
+          reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs))
+        }, timeoutMs)
+        // A reply that comes after the deadline was already counted as a failure; it must not close the circuit.
+        pending.then(
+          (value) => {
+            clearTimeout(timer)
+            bound.settled = true
+            if (timedOut) late?.(value)
+            else breaker?.succeeded()
+            resolve(value)
+          },
+          (error: unknown) => {
+            clearTimeout(timer)
+            bound.settled = true
+            if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : failed()
+            reject(error)
+          }
+        )
+      })
+    }
+    return bound
+  }
+}
+
+/** A deadline-bound call, and how many requests await it. */
+interface Bound<T> {
+  promise: Promise<T>
+  callers: number
+  /** Answered or timed out: a caller that gets the same pending call afterwards needs a deadline of its own. */
+  settled: boolean
 }
 
 /** An error that Redis sent as its reply to a command, as opposed to no reply (a dead, hung or unreachable server). */
