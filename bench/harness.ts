@@ -1,6 +1,6 @@
 // The moving parts of bench/run.ts: server child processes, HTTP checks and autocannon loads, all on 127.0.0.1.
 import autocannon from 'autocannon'
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
@@ -23,6 +23,23 @@ export interface Server {
   stop (): Promise<void>
 }
 
+let built = false
+
+/**
+ * The plugin as it is published, tsc's output in dist/, built once per benchmark run: the servers load it (BENCH_PLUGIN)
+ * instead of the TypeScript source, which tsx compiles with names kept, so that every closure a request creates also
+ * calls esbuild's `__name` helper (0.4 µs of a Redis hit in a profile), a cost users never pay. BENCH_SOURCE=1
+ * benches the source.
+ */
+function pluginEnv (): NodeJS.ProcessEnv {
+  if (process.env['BENCH_SOURCE'] === '1') return {}
+  if (!built) {
+    execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' })
+    built = true
+  }
+  return { BENCH_PLUGIN: join(ROOT, 'dist', 'index.js') }
+}
+
 /**
  * Starts `node [nodeArgs] --import tsx bench/server.ts <variant>` and resolves once it answers HTTP; under `wrapper`
  * (a command and its arguments, such as valgrind's) when given, with longer time to start.
@@ -30,7 +47,7 @@ export interface Server {
 export async function startServer (variant: Variant, env: NodeJS.ProcessEnv, nodeArgs: string[] = [], wrapper: string[] = []): Promise<Server> {
   const [command = process.execPath, ...before] = wrapper.length > 0 ? [...wrapper, process.execPath] : []
   const child = spawn(command, [...before, ...nodeArgs, '--import', 'tsx', join('bench', 'server.ts'), variant], {
-    cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe', 'ipc']
+    cwd: ROOT, env: { ...process.env, ...pluginEnv(), ...env }, stdio: ['ignore', 'ignore', 'pipe', 'ipc']
   })
   const startTimeoutMs = wrapper.length > 0 ? 10 * START_TIMEOUT_MS : START_TIMEOUT_MS
   live.add(child)

@@ -30,7 +30,7 @@ function readPackage (name: string): { dependencies?: Record<string, string> } {
   return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'))
 }
 
-/** Who a frame belongs to: the plugin (lib/), fastify and its dependencies, ioredis, Node's JS, V8 itself... */
+/** Who a frame belongs to: the plugin (lib/, or its build in dist/), fastify and its dependencies, ioredis, Node's JS, V8 itself... */
 export function ownerOf (url: string, functionName: string): string {
   if (url === '') return functionName.startsWith('(') ? functionName : 'native (V8/C++)'
   if (url.startsWith('node:')) return 'node core'
@@ -43,7 +43,7 @@ export function ownerOf (url: string, functionName: string): string {
     return name
   }
   const local = relative(ROOT, path)
-  if (local.startsWith('lib/')) return 'plugin'
+  if (local.startsWith('lib/') || local.startsWith('dist/')) return 'plugin'
   if (local.startsWith('bench/')) return 'bench'
   return 'other'
 }

@@ -2,13 +2,17 @@
  * One benchmark server: `node --import tsx bench/server.ts <variant>`, started by bench/run.ts over IPC.
  * It listens on a free port of 127.0.0.1, reports `{ port }` to its parent, and exits when the parent goes away
  * (IPC disconnect) or on SIGTERM/SIGINT, closing the app so that `--cpu-prof` can write its profile.
- * Environment: REDIS_URL and BENCH_PREFIX for the variants that use Redis, CLUSTER_NODES (host:port,...) for the cluster.
+ * Environment: REDIS_URL and BENCH_PREFIX for the variants that use Redis, CLUSTER_NODES (host:port,...) for the cluster,
+ * BENCH_PLUGIN (the plugin's compiled entry, see bench/harness.ts; its TypeScript source when unset).
  */
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
-import cache, { type CachePluginOptions } from '../lib/index'
+import type * as Plugin from '../lib/index'
 import * as alternatives from './alternatives'
 import { BENCH_KEYS, PAYLOAD, PAYLOAD_JSON, QUERY_MS, VARIANTS, type Variant, benchId, isVariant } from './payload'
+
+const { default: cache } = require(process.env['BENCH_PLUGIN'] ?? '../lib/index') as typeof Plugin
+type CachePluginOptions = Plugin.CachePluginOptions
 
 const TTL_SECONDS = 3600
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
