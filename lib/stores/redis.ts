@@ -51,8 +51,8 @@ export class RedisStore implements CacheStore {
   private readonly layout: RedisLayout
   /**
    * Peeks of one entry under way, joined by the peeks of it that come meanwhile. Writes and deletions end them; tag
-   * invalidations need not, since a peek answers untagged entries only. Sharing happens below the deadline: each
-   * caller keeps its own, and a hung Redis counts one failure per caller for the circuit breaker, as without it.
+   * invalidations need not, since a peek answers untagged entries only. Joiners get the same promise, by which the
+   * deadline store above gives them the same deadline; a hung Redis still counts one failure per caller there.
    */
   private readonly peeks = new SharedReads<Buffer | undefined>()
 
