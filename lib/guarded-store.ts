@@ -18,16 +18,12 @@ export class GuardedStore {
     readonly breaker?: CircuitBreaker
   ) {}
 
-  /** Never rejects: a failure is counted and logged, and the fallback returned. One promise, on the hit path. */
-  read<T> (operation: string, call: (store: CacheStore) => Promise<T>, fallback: T, route?: CacheCounters): Promise<T> {
-    const failed = (error: unknown): T => {
+  async read<T> (operation: string, call: (store: CacheStore) => Promise<T>, fallback: T, route?: CacheCounters): Promise<T> {
+    try {
+      return await call(this.store)
+    } catch (error) {
       this.failed(operation, error, route)
       return fallback
-    }
-    try {
-      return call(this.store).then(undefined, failed)
-    } catch (error) {
-      return Promise.resolve(failed(error))
     }
   }
 

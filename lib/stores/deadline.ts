@@ -19,8 +19,8 @@ export class DeadlineStore implements CacheStore {
   readonly kind: string
   readonly local = false
 
-  /** Deadlines of the peeks in flight, by the promise the inner store returned. */
-  private readonly peeks = new WeakMap<Promise<Buffer | undefined>, Bound<Buffer | undefined>>()
+  /** The deadline of each key's peek in flight, until it is answered or passes. */
+  private readonly peeks = new Map<string, Bound<Buffer | undefined>>()
 
   constructor (private readonly inner: CacheStore, private readonly timeoutMs: number, readonly breaker?: CircuitBreaker) {
     this.kind = inner.kind
@@ -45,13 +45,16 @@ export class DeadlineStore implements CacheStore {
   peek (id: string): Promise<Buffer | undefined> {
     if (!this.allowed()) return Promise.reject(new FST_CACHE_CIRCUIT_OPEN('peek'))
     const read = this.inner.peek(id)
-    const bound = this.peeks.get(read)
-    if (bound !== undefined && bound.settled === false) {
+    const bound = this.peeks.get(id)
+    if (bound !== undefined && bound.pending === read) {
       bound.callers++
       return bound.promise
     }
-    const started = this.bind('peek', read, this.timeoutMs)
-    this.peeks.set(read, started)
+    // By key, not a WeakMap by promise: its weak entries, one per peek, cost the garbage collector more than this saves.
+    const started: Bound<Buffer | undefined> = this.bind('peek', read, this.timeoutMs, undefined, () => {
+      if (this.peeks.get(id) === started) this.peeks.delete(id)
+    })
+    this.peeks.set(id, started)
     return started.promise
   }
 
@@ -99,18 +102,21 @@ export class DeadlineStore implements CacheStore {
     return this.bind(operation, pending, timeoutMs, late).promise
   }
 
-  /** The deadline on one call, awaited by `callers` requests: a timeout or a failure counts once for each of them. */
-  private bind<T> (operation: string, pending: Promise<T>, timeoutMs: number, late?: (value: T) => void): Bound<T> {
+  /**
+   * The deadline on one call, awaited by `callers` requests: a timeout or a failure counts once for each of them.
+   * `settled`: called once the call is answered or its deadline passed, whichever comes first.
+   */
+  private bind<T> (operation: string, pending: Promise<T>, timeoutMs: number, late?: (value: T) => void, settled?: () => void): Bound<T> {
     const breaker = this.breaker
     let timedOut = false
     const failed = (): void => { if (breaker !== undefined) for (let i = 0; i < bound.callers; i++) breaker.failed() }
     const bound: Bound<T> = {
+      pending,
       callers: 1,
-      settled: false,
       promise: new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           timedOut = true
-          bound.settled = true
+          settled?.()
           failed()
           reject(new FST_CACHE_STORE_TIMEOUT(operation, timeoutMs))
         }, timeoutMs)
@@ -118,15 +124,20 @@ export class DeadlineStore implements CacheStore {
         pending.then(
           (value) => {
             clearTimeout(timer)
-            bound.settled = true
-            if (timedOut) late?.(value)
-            else breaker?.succeeded()
+            if (timedOut) {
+              late?.(value)
+            } else {
+              settled?.()
+              breaker?.succeeded()
+            }
             resolve(value)
           },
           (error: unknown) => {
             clearTimeout(timer)
-            bound.settled = true
-            if (!timedOut) isErrorReply(error) ? breaker?.succeeded() : failed()
+            if (!timedOut) {
+              settled?.()
+              isErrorReply(error) ? breaker?.succeeded() : failed()
+            }
             reject(error)
           }
         )
@@ -138,10 +149,10 @@ export class DeadlineStore implements CacheStore {
 
 /** A deadline-bound call, and how many requests await it. */
 interface Bound<T> {
+  /** The call itself, without the deadline. */
+  pending: Promise<T>
   promise: Promise<T>
   callers: number
-  /** Answered or timed out: a caller that gets the same pending call afterwards needs a deadline of its own. */
-  settled: boolean
 }
 
 /** An error that Redis sent as its reply to a command, as opposed to no reply (a dead, hung or unreachable server). */
