@@ -128,9 +128,9 @@ export class RedisStore implements CacheStore {
     if (raw === null) return undefined
     const newline = raw.indexOf(NEWLINE)
     if (newline === -1) return undefined
-    // A header line with no `tag=token` pair: an untagged entry, valid for as long as it exists. (Searched within the
-    // line only: the body after it may be 50 KB.)
-    for (let i = 0; i < newline; i++) if (raw[i] === EQUALS) return undefined
+    // A header line with no `tag=token` pair: an untagged entry, valid for as long as it exists. (Searched backwards
+    // from the newline, so within the line only: the body after it may be 50 KB.)
+    if (newline > 0 && raw.lastIndexOf(EQUALS, newline - 1) !== -1) return undefined
     return raw.subarray(newline + 1)
   }
 
