@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 
-interface ProfileNode {
+export interface ProfileNode {
   id: number
   parent?: number
   children?: number[]
@@ -58,38 +58,62 @@ export interface ProfileSummary {
   pluginInclusive: Row[]
 }
 
-export function summarize (file: string, window?: Window, top = 25): ProfileSummary {
+/** A profile's nodes by id, each with its parent. */
+export interface LoadedProfile {
+  byId: Map<number, ProfileNode>
+  /** Calls `visit` for each sample inside the window, with its leaf node and its duration in ms. */
+  forEachSample (window: Window | undefined, visit: (leaf: ProfileNode, ms: number) => void): void
+}
+
+export function loadProfile (file: string): LoadedProfile {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile
   const byId = new Map<number, ProfileNode>()
   for (const node of profile.nodes) byId.set(node.id, node)
   for (const node of profile.nodes) for (const child of node.children ?? []) (byId.get(child) as ProfileNode).parent = node.id
-
-  const label = (node: ProfileNode): string => {
-    const { functionName, url, lineNumber } = node.callFrame
-    // tsx runs transformed TypeScript, whose line numbers are not the source's: name the file only.
-    const file = relative(ROOT, url.replace(/^file:\/\//, ''))
-    const where = url === '' ? '' : file.endsWith('.ts') ? ` ${file}` : ` ${file}:${lineNumber + 1}`
-    return (functionName === '' ? '(anonymous)' : functionName) + where
+  return {
+    byId,
+    forEachSample (window, visit) {
+      let at = profile.startTime
+      profile.samples.forEach((id, i) => {
+        at += profile.timeDeltas[i] ?? 0
+        if (window !== undefined && (at < window.fromUs || at > window.toUs)) return
+        // The time until the next sample.
+        visit(byId.get(id) as ProfileNode, (profile.timeDeltas[i + 1] ?? 0) / 1000)
+      })
+    }
   }
+}
+
+/** A frame's name: its function, and where it is. */
+export function labelOf (node: ProfileNode): string {
+  const { functionName, url, lineNumber } = node.callFrame
+  // tsx runs transformed TypeScript, whose line numbers are not the source's: name the file only.
+  const file = relative(ROOT, url.replace(/^file:\/\//, ''))
+  const where = url === '' ? '' : file.endsWith('.ts') ? ` ${file}` : ` ${file}:${lineNumber + 1}`
+  return (functionName === '' ? '(anonymous)' : functionName) + where
+}
+
+/** The node and its callers, up to the root. */
+export function * stackOf (loaded: LoadedProfile, leaf: ProfileNode): Generator<ProfileNode> {
+  for (let node: ProfileNode | undefined = leaf; node !== undefined; node = node.parent === undefined ? undefined : loaded.byId.get(node.parent)) yield node
+}
+
+export function summarize (file: string, window?: Window, top = 25): ProfileSummary {
+  const loaded = loadProfile(file)
   const self = new Map<string, Row>()
   const inclusive = new Map<string, Row>()
   const owners = new Map<string, number>()
   let totalMs = 0
   let idleMs = 0
-  let at = profile.startTime
-  profile.samples.forEach((id, i) => {
-    at += profile.timeDeltas[i] ?? 0
-    if (window !== undefined && (at < window.fromUs || at > window.toUs)) return
-    const ms = (profile.timeDeltas[i + 1] ?? 0) / 1000 // the time until the next sample
-    const leaf = byId.get(id) as ProfileNode
+  loaded.forEachSample(window, (leaf, ms) => {
     const owner = ownerOf(leaf.callFrame.url, leaf.callFrame.functionName)
     if (owner === '(idle)') { idleMs += ms; return }
     totalMs += ms
     owners.set(owner, (owners.get(owner) ?? 0) + ms)
-    add(self, label(leaf), owner, ms)
+    add(self, labelOf(leaf), owner, ms)
     const seen = new Set<string>()
-    for (let node: ProfileNode | undefined = leaf; node !== undefined; node = node.parent === undefined ? undefined : byId.get(node.parent)) {
-      const name = label(node)
+    for (const node of stackOf(loaded, leaf)) {
+      const name = labelOf(node)
       if (seen.has(name) || ownerOf(node.callFrame.url, node.callFrame.functionName) !== 'plugin') continue
       seen.add(name)
       add(inclusive, name, 'plugin', ms)

@@ -20,6 +20,7 @@ import { Redis } from 'ioredis'
 import type { CacheStatsSnapshot } from '../lib/index'
 import { type Measurement, type Server, askEveryKey, get, killAll, load, quiet, startServer } from './harness'
 import { ALTERNATIVES, BENCH_KEYS, BENCH_PATH, PAYLOAD_BYTES, PAYLOAD_JSON, VARIANTS, type Variant, benchPath, isVariant } from './payload'
+import { flameGraph } from './flame'
 import { type Window, markdown, summarize } from './profile'
 import { RedisCluster } from '../test/helpers/redis-cluster'
 import { median } from './statistics'
@@ -299,6 +300,10 @@ async function profile (variant: Variant): Promise<void> {
   console.log(`Profile of ${variant} (${VARIANTS[variant].letter}) under load: ${Math.round(measured.rps)} req/s ` +
     `(slower than unprofiled), ${settings.connections} connections, ${settings.duration} s. File: ${file}\n`)
   console.log(markdown(summarize(file, measured.window), measured.requests))
+  const graph = join(RESULTS, `flame-${variant}${BENCH_KEYS > 1 ? `-${BENCH_KEYS}-keys` : ''}.svg`)
+  writeFileSync(graph, flameGraph(file, `${variant} (${VARIANTS[variant].letter}) under load, ${BENCH_KEYS} key(s), ` +
+    `${Math.round(measured.rps)} req/s while profiled`, measured.window))
+  console.log(`\nFlame graph: ${graph}`)
 }
 
 async function benchmark (redis: Redis | undefined): Promise<void> {
