@@ -177,11 +177,16 @@ export async function sendCommand (client: RedisClient, command: string, args: r
  * make the reads queued behind it wait a round trip more. The commands of one turn of the event loop still leave in
  * one socket write (see corkForThisTurn).
  */
-export async function sendDirect (client: RedisClient, command: string, args: readonly Arg[]): Promise<unknown> {
-  const sent = new Command(command, [...args], { replyEncoding: null })
-  if (!client.isCluster) corkForThisTurn(client as Redis)
-  client.sendCommand(sent)
-  return await sent.promise
+export function sendDirect (client: RedisClient, command: string, args: readonly Arg[]): Promise<unknown> {
+  try {
+    const sent = new Command(command, [...args], { replyEncoding: null })
+    if (!client.isCluster) corkForThisTurn(client as Redis)
+    client.sendCommand(sent)
+    // Its own promise, not one more around it: a hit over many keys is a command of its own, and each promise shows.
+    return sent.promise
+  } catch (error) {
+    return Promise.reject(error)
+  }
 }
 
 const corked = new WeakSet<Redis>()

@@ -45,6 +45,16 @@ interface Header {
   tags: Array<[string, string]>
 }
 
+/** The body of an entry with no `tag=token` pair in its header line: valid for as long as it exists. */
+function untaggedBody (raw: Buffer | null): Buffer | undefined {
+  if (raw === null) return undefined
+  const newline = raw.indexOf(NEWLINE)
+  if (newline === -1) return undefined
+  // Searched backwards from the newline, so within the header line only: the body after it may be 50 KB.
+  if (newline > 0 && raw.lastIndexOf(EQUALS, newline - 1) !== -1) return undefined
+  return raw.subarray(newline + 1)
+}
+
 export class RedisStore implements CacheStore {
   readonly kind = 'redis'
   readonly local = false
@@ -115,23 +125,16 @@ export class RedisStore implements CacheStore {
     return this.peeks.share(id, () => this.peekOnce(id))
   }
 
-  /** One peek's read, and the value it finds: the joiners of a shared peek take the value as it is. */
-  private async peekOnce (id: string): Promise<Buffer | undefined> {
-    let raw: Buffer | null
-    try {
-      raw = await this.getEntry(id)
-    } catch (error) {
+  /**
+   * One peek's read, and the value it finds: the joiners of a shared peek take the value as it is. Then, not await:
+   * over many keys each peek is a read of its own, and each promise shows.
+   */
+  private peekOnce (id: string): Promise<Buffer | undefined> {
+    return this.getEntry(id).then(untaggedBody, (error: unknown) => {
       // Another type at the key: the full read reports it as corrupt, and the miss's write replaces it.
       if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return undefined
       throw error
-    }
-    if (raw === null) return undefined
-    const newline = raw.indexOf(NEWLINE)
-    if (newline === -1) return undefined
-    // A header line with no `tag=token` pair: an untagged entry, valid for as long as it exists. (Searched backwards
-    // from the newline, so within the line only: the body after it may be 50 KB.)
-    if (newline > 0 && raw.lastIndexOf(EQUALS, newline - 1) !== -1) return undefined
-    return raw.subarray(newline + 1)
+    })
   }
 
   async get (id: string): Promise<Buffer | null> {
@@ -142,9 +145,9 @@ export class RedisStore implements CacheStore {
    * The plain GET of a peek, sent at once on a single node rather than auto-pipelined: alone in its batch (a quiet
    * app, one request at a time) an auto-pipelined command costs twice the CPU, and under load the two measured level.
    */
-  private async getEntry (id: string): Promise<Buffer | null> {
+  private getEntry (id: string): Promise<Buffer | null> {
     const key = this.layout.entry(id)
-    return isCluster(this.client) ? await this.client.getBuffer(key) : await sendDirect(this.client, 'get', [key]) as Buffer | null
+    return isCluster(this.client) ? this.client.getBuffer(key) : sendDirect(this.client, 'get', [key]) as Promise<Buffer | null>
   }
 
   async set (id: string, value: Buffer, options: StoreSetOptions): Promise<boolean> {
